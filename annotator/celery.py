@@ -1,0 +1,16 @@
+"""The Celery app. Configuration comes from Django settings under the CELERY_ prefix."""
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
+
+app = Celery("annotator")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.task(name="annotator.ping")
+def ping() -> str:
+    """A no-op task used by health checks and tests to prove a worker is consuming."""
+    return "pong"

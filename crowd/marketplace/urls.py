@@ -1,0 +1,2 @@
+"""The marketplace's URLs: the MTurk-compatible requester API and the worker site."""
+urlpatterns: list = []

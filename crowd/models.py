@@ -1,0 +1,1 @@
+"""Crowd models (stages, HITs, assignments, workers, payments) arrive with the crowd issue."""

@@ -1,0 +1,2 @@
+"""The labeling tools' pages, mounted under /tasks/."""
+urlpatterns: list = []

@@ -1,0 +1,19 @@
+"""Loaded by pytest (``-p tests.testenv``) before Django starts: the environment of a test run.
+
+Each run gets its own var/ folder (database file, media, broker folders), so that several runs
+on one machine never share state.
+"""
+import os
+import tempfile
+
+os.environ.setdefault("ANNOTATOR_VAR_DIR", tempfile.mkdtemp(prefix="annotator-test-"))
+os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+os.environ.setdefault("DEBUG", "false")
+# The live test server speaks plain HTTP on loopback.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("SERVE_MEDIA", "true")
+# pytest-django's live_server runs in a thread beside Playwright's sync API.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
