@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "annotator.apps.AnnotatorConfig",
     "datasets.apps.DatasetsConfig",
     "crowd.apps.CrowdConfig",
+    "crowd.marketplace.apps.MarketplaceConfig",
     "frontend.apps.FrontendConfig",
 ]
 
