@@ -49,10 +49,11 @@ def celery_worker_factory(transactional_db, redis_server, settings):
     from annotator.celery import app
 
     started: list[CeleryWorker] = []
+    saved = (app.conf.broker_url, app.conf.broker_transport_options)
     settings.CELERY_BROKER_URL = redis_server.url
     app.conf.broker_url = redis_server.url
     app.conf.broker_transport_options = {}
-    app.pool.force_close_all()
+    app.close()
 
     def start(**kwargs) -> CeleryWorker:
         env = {
@@ -68,7 +69,8 @@ def celery_worker_factory(transactional_db, redis_server, settings):
     yield start
     for worker in started:
         worker.stop()
-    app.pool.force_close_all()
+    app.conf.broker_url, app.conf.broker_transport_options = saved
+    app.close()
 
 
 @pytest.fixture
