@@ -253,3 +253,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Labeling tools (frontend) ------------------------------------------------------------------
+# Who may frame the task pages (CSP frame-ancestors): ourselves, our public origin (the
+# marketplace), plus any marketplace origins an operator adds (e.g. https://worker.mturk.com).
+TOOLS_FRAME_ANCESTORS = ["'self'", PUBLIC_BASE_URL] + env.list("TOOLS_FRAME_ANCESTORS", default=[])
+TOOLS_CATEGORY_BATCH = env.int("TOOLS_CATEGORY_BATCH", default=5)  # images per labeling task
+TOOLS_SPOTTING_CROWD_THRESHOLD = env.int("TOOLS_SPOTTING_CROWD_THRESHOLD", default=10)
+TOOLS_SPOTTING_MAX_POINTS = env.int("TOOLS_SPOTTING_MAX_POINTS", default=500)
+TOOLS_MAX_VERTICES_PER_PART = env.int("TOOLS_MAX_VERTICES_PER_PART", default=5000)
+TOOLS_TRAINING_IOU = env.float("TOOLS_TRAINING_IOU", default=0.75)
+TOOLS_TRAINING_RETRY_MINUTES = env.float("TOOLS_TRAINING_RETRY_MINUTES", default=10)
