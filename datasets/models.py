@@ -254,3 +254,116 @@ class Polygon(AnnotationRecord):
         constraints = [
             models.CheckConstraint(condition=Q(area__gt=0), name="polygon_area_positive"),
         ]
+
+
+# --- Exports and API tokens (datasets.exports, datasets.api) ---------------------------------
+
+
+def default_split_ratios() -> dict[str, float]:
+    return {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def default_export_formats() -> list[str]:
+    return ["coco", "shards"]
+
+
+class Export(models.Model):
+    """One numbered, immutable snapshot of a project's dataset, built by ``datasets.exports``.
+
+    Its files appear in ``files`` (name, size, sha256) only once every one of them is written;
+    the manifest is written last and ``status`` turns to done after it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    number = models.PositiveIntegerField(help_text="1, 2, 3... within the project.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="exports"
+    )
+    formats = models.JSONField(default=default_export_formats, help_text="coco, shards, imagefolder")
+    # {"complete_stages": [...], "min_confidence": float | None, "categories": [coco ids]}
+    filters = models.JSONField(default=dict, blank=True)
+    split_ratios = models.JSONField(default=default_split_ratios)
+    seed = models.BigIntegerField(default=0)
+    shard_size = models.PositiveBigIntegerField(default=512 * 1024 * 1024, help_text="Bytes per shard, at most.")
+    min_shards = models.PositiveIntegerField(default=8, help_text="At least this many shards per split (readers).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    cancel_requested = models.BooleanField(default=False)
+    progress_done = models.PositiveBigIntegerField(default=0)
+    progress_total = models.PositiveBigIntegerField(default=0)
+    storage_prefix = models.CharField(max_length=300, blank=True)
+    # [{"name": "coco/train.json", "size": 123, "sha256": "..."}], manifest.json last.
+    files = models.JSONField(default=list, blank=True)
+    counts = models.JSONField(default=dict, blank=True, help_text="Images and annotations per split.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="export_unique_number"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="export_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Export {self.number} of {self.project}"
+
+    @property
+    def percent(self) -> float:
+        if self.status == self.Status.DONE:
+            return 100.0
+        return round(100.0 * self.progress_done / self.progress_total, 1) if self.progress_total else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the rate so far, while running."""
+        if self.status != self.Status.RUNNING or not self.started_at or not self.progress_done:
+            return None
+        from django.utils import timezone
+
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        left = max(self.progress_total - self.progress_done, 0)
+        return round(elapsed / self.progress_done * left, 1)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED, self.Status.CANCELLED)
+
+    def file_entry(self, name: str) -> dict | None:
+        return next((f for f in self.files if f["name"] == name), None)
+
+
+class ApiToken(models.Model):
+    """A token for scripts. Only its sha256 is stored; the token itself is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the token is for, e.g. 'training cluster'.")
+    prefix = models.CharField(max_length=12, help_text="The token's first characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        from django.utils import timezone
+
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()

@@ -1,0 +1,891 @@
+"""Annotator's PyTorch loader: one self-contained module, shipped beside every export's manifest.
+
+Needs only the standard library, torch and Pillow. torchvision is never required; when it is
+installed, :func:`to_tv_tensors` hands a sample to ``torchvision.transforms.v2``.
+
+Two datasets read an export:
+
+* :class:`ShardDataset` (iterable) reads the WebDataset-compatible tar shards. It splits shards
+  by distributed rank and DataLoader worker, shuffles shards by ``seed + epoch``
+  (:meth:`ShardDataset.set_epoch`) and samples in a bounded buffer, resumes mid-epoch from
+  :meth:`ShardDataset.state_dict`, and checks shards against the manifest's sha256 on request.
+* :class:`CocoDataset` (map-style) reads a COCO JSON file and a folder of images, in
+  torchvision's style: ``_load_image``, ``_load_target``, one ``transforms`` argument that sees
+  the image and its target together.
+
+Both give ``(image, target)``: ``image`` a ``uint8`` tensor ``C x H x W`` (or a PIL image with
+``decode="pil"``) and ``target`` a dict ``{"image_id", "size": [h, w], "labels", "instances",
+"points"}``. An instance is ``{"id", "category_id", "bbox": [x, y, w, h], "area", "iscrowd",
+"segmentation", "points"}``: ``segmentation`` is a list of flat polygons ``[x1, y1, x2, y2,
+...]`` or, for crowd regions, COCO's run-length encoding ``{"size": [h, w], "counts": [...]}``.
+The transforms here (:class:`RandomCrop`, :class:`Resize`, :class:`RandomHorizontalFlip`,
+:class:`ToTensor`, :class:`Compose`) move the image, boxes, polygons, points and masks together.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+__all__ = [
+    "LOADER_VERSION",
+    "ShardDataset",
+    "CocoDataset",
+    "ShardChecksumError",
+    "Compose",
+    "RandomCrop",
+    "Resize",
+    "RandomHorizontalFlip",
+    "ToTensor",
+    "collate",
+    "to_detection_target",
+    "to_tv_tensors",
+    "rle_to_mask",
+    "iter_tar",
+    "sha256_file",
+]
+
+LOADER_VERSION = 1
+
+# torch.frombuffer warns once that bytes are read-only; the loader owns those bytes.
+warnings.filterwarnings("ignore", message="The given buffer is not writable")
+
+
+class ShardChecksumError(RuntimeError):
+    """A shard's bytes do not match the sha256 its manifest records."""
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tar_number(field: bytes) -> int:
+    if field and field[0] & 0x80:  # base-256, for members over 8 GiB
+        value = field[0] & 0x7F
+        for byte in field[1:]:
+            value = (value << 8) | byte
+        return value
+    field = field.rstrip(b"\0 ").strip()
+    return int(field, 8) if field else 0
+
+
+def iter_tar(stream) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, data)`` of every regular file in a tar stream, in order.
+
+    A small reader of ustar/GNU/pax tar: much cheaper per member than ``tarfile``, which matters
+    when members are small images.
+    """
+    read = stream.read
+    long_name: str | None = None
+    while True:
+        header = read(512)
+        if len(header) < 512 or header == b"\0" * 512:
+            return
+        size = _tar_number(header[124:136])
+        kind = header[156:157]
+        padded = (size + 511) & ~511
+        if kind in (b"0", b"\0", b"7"):
+            if long_name is not None:
+                name, long_name = long_name, None
+            else:
+                name = header[0:100].split(b"\0", 1)[0].decode("utf-8")
+                if header[257:262] == b"ustar":
+                    prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8")
+                    if prefix:
+                        name = f"{prefix}/{name}"
+            data = read(padded)
+            if len(data) < size:
+                raise EOFError(f"tar member {name!r} is truncated")
+            yield name, data[:size] if padded != size else data
+        elif kind == b"L":  # GNU long name
+            long_name = read(padded)[:size].split(b"\0", 1)[0].decode("utf-8")
+        elif kind == b"x":  # pax header: only 'path' matters here
+            body = read(padded)[:size].decode("utf-8")
+            for line in body.splitlines():
+                _, _, record = line.partition(" ")
+                key, _, value = record.partition("=")
+                if key == "path":
+                    long_name = value
+        else:  # directories, links, global pax headers: skip their bodies
+            if padded:
+                read(padded)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    slash = name.rfind("/")
+    base = name[slash + 1:]
+    dot = base.find(".")
+    if dot < 0:
+        return name, ""
+    return name[: slash + 1 + dot], base[dot + 1:]
+
+
+def iter_samples(stream) -> Iterator[dict[str, Any]]:
+    """Group consecutive tar members by key, as WebDataset does: ``{"__key__", ext: bytes}``."""
+    sample: dict[str, Any] | None = None
+    for name, data in iter_tar(stream):
+        key, ext = _split_name(name)
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key}
+        sample[ext] = data
+    if sample is not None:
+        yield sample
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+
+
+def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a ``uint8`` tensor C x H x W (a view over one buffer, no copy)."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    w, h = img.size
+    return torch.frombuffer(img.tobytes(), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+
+
+def decode_image(data: bytes, mode: str = "tensor"):
+    img = Image.open(io.BytesIO(data))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    else:
+        img.load()
+    if mode == "pil":
+        return img
+    return _pil_to_tensor(img)
+
+
+def _image_size(image) -> tuple[int, int]:
+    """(width, height) of a PIL image or a C x H x W tensor."""
+    if isinstance(image, torch.Tensor):
+        return int(image.shape[-1]), int(image.shape[-2])
+    return image.size
+
+
+class PackedImages(list):
+    """A list of image tensors that crosses process boundaries as ONE shared buffer.
+
+    A DataLoader worker pickles each tensor it returns into its own shared-memory segment, which
+    costs more than decoding a small image. A batch of these is sent as one flat tensor plus
+    shapes and comes back as a list of views.
+    """
+
+    def __reduce__(self):
+        tensors = [t for t in self if isinstance(t, torch.Tensor)]
+        if not self or len(tensors) != len(self) or len({t.dtype for t in tensors}) != 1:
+            return (PackedImages, (list(self),))
+        flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype)
+        layout = []
+        offset = 0
+        for t in tensors:
+            n = t.numel()
+            hwc = t.dim() == 3 and t.permute(1, 2, 0).is_contiguous()
+            src = t.permute(1, 2, 0) if hwc else t
+            flat[offset: offset + n].view(src.shape).copy_(src)
+            layout.append((tuple(src.shape), hwc))
+            offset += n
+        return (_unpack_images, (flat, layout))
+
+
+def _unpack_images(flat: torch.Tensor, layout: list) -> PackedImages:
+    out = PackedImages()
+    offset = 0
+    for shape, hwc in layout:
+        n = math.prod(shape)
+        view = flat[offset: offset + n].view(shape)
+        out.append(view.permute(2, 0, 1) if hwc else view)
+        offset += n
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# ShardDataset
+# --------------------------------------------------------------------------------------------
+
+
+def _round_robin_skips(position: int, counts: Sequence[int]) -> list[int]:
+    """How many items each worker already gave when a DataLoader yielded ``position`` items.
+
+    A DataLoader over an IterableDataset takes items from its workers in turn and passes over a
+    worker once it is exhausted; so the global position maps to one count per worker.
+    """
+    skips = [0] * len(counts)
+    active = [i for i, n in enumerate(counts) if n > 0]
+    remaining = position
+    while remaining > 0 and active:
+        smallest = min(counts[i] - skips[i] for i in active)
+        full_rounds = min(smallest, remaining // len(active))
+        if full_rounds:
+            for i in active:
+                skips[i] += full_rounds
+            remaining -= full_rounds * len(active)
+        else:
+            for i in active:
+                if remaining == 0:
+                    break
+                skips[i] += 1
+                remaining -= 1
+        active = [i for i in active if skips[i] < counts[i]]
+    return skips
+
+
+class ShardDataset(IterableDataset):
+    """Samples of an export's tar shards, split across ranks and DataLoader workers.
+
+    Args:
+        source: the export's folder or its ``manifest.json`` (then ``split`` picks the shards
+            and the manifest gives checksums and sample counts), or a list of shard paths.
+        split: ``"train"``, ``"val"`` or ``"test"`` when ``source`` is a manifest.
+        shuffle: shuffle the shard order by ``seed + epoch`` and samples in a buffer.
+        seed: defaults to the manifest's seed (0 without a manifest).
+        buffer_size: samples (still encoded) held for shuffling.
+        rank, world_size: this process's place among distributed readers; by default taken from
+            ``torch.distributed`` when it is initialized, else 0 and 1.
+        batch_size: when set, yield batches (use ``DataLoader(ds, batch_size=None)``); images of
+            a batch cross from the worker in one shared buffer.
+        transforms: ``callable(image, target) -> (image, target)``.
+        decode: ``"tensor"`` (uint8 C x H x W), ``"pil"``, or ``"raw"`` (bytes, undecoded).
+        verify: check each shard's sha256 against the manifest before reading it.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | Sequence[str | os.PathLike],
+        split: str = "train",
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        buffer_size: int = 256,
+        rank: int | None = None,
+        world_size: int | None = None,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+        transforms: Callable | None = None,
+        decode: str = "tensor",
+        verify: bool = False,
+    ) -> None:
+        super().__init__()
+        self.manifest: dict[str, Any] | None = None
+        self.shards: list[str] = []
+        self.shard_samples: list[int | None] = []
+        self.shard_sha256: list[str | None] = []
+        if isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            manifest_path = path / "manifest.json" if path.is_dir() else path
+            self.manifest = json.loads(manifest_path.read_text())
+            root = manifest_path.parent
+            try:
+                entries = self.manifest["splits"][split]["shards"]
+            except KeyError:
+                raise KeyError(f"the manifest {manifest_path} has no shards for split {split!r}") from None
+            for entry in entries:
+                self.shards.append(str(root / entry["name"]))
+                self.shard_samples.append(int(entry["samples"]))
+                self.shard_sha256.append(entry.get("sha256"))
+            if seed is None:
+                seed = int(self.manifest.get("seed", 0))
+        else:
+            self.shards = [str(p) for p in source]
+            self.shard_samples = [None] * len(self.shards)
+            self.shard_sha256 = [None] * len(self.shards)
+        if decode not in ("tensor", "pil", "raw"):
+            raise ValueError(f"decode must be 'tensor', 'pil' or 'raw', not {decode!r}")
+        self.split = split
+        self.shuffle = shuffle
+        self.seed = int(seed or 0)
+        self.buffer_size = max(1, int(buffer_size))
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.transforms = transforms
+        self.decode = decode
+        self.verify = verify
+        self.epoch = 0
+        self._skip = 0
+        self._position = 0
+        self._verified: set[str] = set()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    @property
+    def num_samples(self) -> int | None:
+        """Samples in all shards of the split (every rank together), when the manifest says."""
+        if any(n is None for n in self.shard_samples):
+            return None
+        return sum(self.shard_samples)  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for a new epoch; call before iterating, on every rank, with the same epoch."""
+        self.epoch = int(epoch)
+        self._position = 0
+
+    def state_dict(self, position: int | None = None) -> dict[str, int]:
+        """Where this epoch stands. ``position`` is the number of items (samples, or batches
+        when ``batch_size`` is set) the training loop took from the DataLoader; without workers
+        the dataset counts them itself."""
+        return {
+            "version": LOADER_VERSION,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            "position": self._position if position is None else int(position),
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next iteration continues the recorded epoch after ``position`` items.
+
+        Use the same seed, shards, ranks, ``num_workers`` and ``batch_size`` as the saved run.
+        """
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ValueError(f"state was saved with seed {state['seed']}, this dataset uses {self.seed}")
+        self.epoch = int(state["epoch"])
+        self._skip = int(state["position"])
+        self._position = self._skip
+
+    def verify_shards(self) -> None:
+        """Check every shard of the split against the manifest's sha256."""
+        for path, expected in zip(self.shards, self.shard_sha256):
+            self._verify(path, expected)
+
+    def _verify(self, path: str, expected: str | None) -> None:
+        if path in self._verified:
+            return
+        if expected is None:
+            raise ShardChecksumError(f"shard {path}: no sha256 to check against (load it from a manifest)")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ShardChecksumError(
+                f"shard {path} is damaged or was changed: its sha256 is {actual}, "
+                f"the manifest records {expected}. Download it again."
+            )
+        self._verified.add(path)
+
+    # -- splitting -----------------------------------------------------------------------
+
+    def _placement(self) -> tuple[int, int, int, int]:
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            dist = torch.distributed
+            if dist.is_available() and dist.is_initialized():
+                rank = dist.get_rank() if rank is None else rank
+                world = dist.get_world_size() if world is None else world
+            else:
+                rank, world = rank or 0, world or 1
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return rank, world, worker, workers
+
+    def _epoch_shards(self) -> list[int]:
+        order = list(range(len(self.shards)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        return order
+
+    def _items(self, samples: int) -> int:
+        if self.batch_size is None:
+            return samples
+        return samples // self.batch_size if self.drop_last else -(-samples // self.batch_size)
+
+    def _my_skip(self, order: list[int], rank: int, world: int, worker: int, workers: int) -> int:
+        if not self._skip:
+            return 0
+        if workers == 1:
+            return self._skip
+        counts = []
+        for w in range(workers):
+            shard_ids = order[rank::world][w::workers]
+            samples = [self.shard_samples[i] for i in shard_ids]
+            if any(n is None for n in samples):
+                raise ValueError("resuming with several workers needs the manifest's sample counts")
+            counts.append(self._items(sum(samples)))  # type: ignore[arg-type]
+        return _round_robin_skips(self._skip, counts)[worker]
+
+    # -- iteration -----------------------------------------------------------------------
+
+    def _raw_samples(self, shard_ids: list[int], rng: random.Random) -> Iterator[dict[str, Any]]:
+        buffer: list[dict[str, Any]] = []
+        size = self.buffer_size if self.shuffle else 0
+        for i in shard_ids:
+            path = self.shards[i]
+            if self.verify:
+                self._verify(path, self.shard_sha256[i])
+            with open(path, "rb") as f:
+                for sample in iter_samples(f):
+                    if size <= 1:
+                        yield sample
+                    elif len(buffer) < size:
+                        buffer.append(sample)
+                    else:
+                        j = rng.randrange(size)
+                        yield buffer[j]
+                        buffer[j] = sample
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _decode(self, sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        data = None
+        for ext in _IMAGE_EXTS:
+            data = sample.get(ext)
+            if data is not None:
+                break
+        if data is None:
+            raise KeyError(f"sample {sample['__key__']} has no image member")
+        target = json.loads(sample["json"]) if "json" in sample else {}
+        image = data if self.decode == "raw" else decode_image(data, self.decode)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def __iter__(self) -> Iterator[Any]:
+        rank, world, worker, workers = self._placement()
+        order = self._epoch_shards()
+        mine = order[rank::world][worker::workers]
+        skip = self._my_skip(order, rank, world, worker, workers)
+        rng = random.Random(hash((self.seed, self.epoch, rank, worker)) & 0xFFFFFFFF)
+        raw = self._raw_samples(mine, rng)
+        in_worker = get_worker_info() is not None
+        if self.batch_size is None:
+            for _ in range(skip):
+                if next(raw, None) is None:
+                    return
+            for sample in raw:
+                image, target = self._decode(sample)
+                self._position += 1
+                yield {"__key__": sample["__key__"], "image": image, "target": target}
+            return
+        for _ in range(skip * self.batch_size):
+            if next(raw, None) is None:
+                return
+        keys: list[str] = []
+        images: list[Any] = PackedImages() if in_worker and self.decode == "tensor" else []
+        targets: list[dict[str, Any]] = []
+        for sample in raw:
+            image, target = self._decode(sample)
+            keys.append(sample["__key__"])
+            images.append(image)
+            targets.append(target)
+            if len(keys) == self.batch_size:
+                self._position += 1
+                yield {"__key__": keys, "image": images, "target": targets}
+                keys, targets = [], []
+                images = PackedImages() if in_worker and self.decode == "tensor" else []
+        if keys and not self.drop_last:
+            self._position += 1
+            yield {"__key__": keys, "image": images, "target": targets}
+
+
+# --------------------------------------------------------------------------------------------
+# CocoDataset
+# --------------------------------------------------------------------------------------------
+
+
+class CocoDataset(Dataset):
+    """A COCO JSON file and its folder of images, as a map-style dataset (torchvision's style).
+
+    ``dataset[i]`` is ``(image, target)``, the target in the same shape as :class:`ShardDataset`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        ann_file: str | os.PathLike,
+        transforms: Callable | None = None,
+        decode: str = "tensor",
+    ) -> None:
+        self.root = Path(root)
+        self.transforms = transforms
+        self.decode = decode
+        with open(ann_file, "rb") as f:
+            data = json.load(f)
+        self.images = {img["id"]: img for img in data["images"]}
+        self.ids = sorted(self.images)
+        self.categories = {c["id"]: c for c in data.get("categories", [])}
+        self._anns: dict[int, list[dict[str, Any]]] = {i: [] for i in self.ids}
+        for ann in data.get("annotations", []):
+            self._anns.setdefault(ann["image_id"], []).append(ann)
+        self._labels: dict[int, list[int]] = {}
+        for label in data.get("image_labels", []):
+            self._labels.setdefault(label["image_id"], []).append(label["category_id"])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _load_image(self, id: int):
+        with open(self.root / self.images[id]["file_name"], "rb") as f:
+            return decode_image(f.read(), self.decode)
+
+    def _load_target(self, id: int) -> dict[str, Any]:
+        img = self.images[id]
+        instances = [
+            {
+                "id": a["id"],
+                "category_id": a["category_id"],
+                "bbox": list(a["bbox"]),
+                "area": a["area"],
+                "iscrowd": a.get("iscrowd", 0),
+                "segmentation": a["segmentation"],
+                "points": a.get("points", []),
+            }
+            for a in self._anns.get(id, [])
+        ]
+        return {
+            "image_id": id,
+            "size": [img["height"], img["width"]],
+            "labels": sorted(self._labels.get(id, [])),
+            "instances": instances,
+            "points": [],
+        }
+
+    def __getitem__(self, index: int):
+        id = self.ids[index]
+        image, target = self._load_image(id), self._load_target(id)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry
+# --------------------------------------------------------------------------------------------
+
+
+def rle_counts(rle: dict[str, Any]) -> list[int]:
+    """Run lengths of a COCO RLE, uncompressed (a list) or compressed (pycocotools' string)."""
+    counts = rle["counts"]
+    if isinstance(counts, list):
+        return [int(c) for c in counts]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    out: list[int] = []
+    p = 0
+    while p < len(counts):
+        x, k, more = 0, 0, True
+        while more:
+            c = ord(counts[p]) - 48
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
+def rle_to_mask(rle: dict[str, Any]) -> torch.Tensor:
+    """A COCO RLE as a ``uint8`` H x W mask (runs go down columns, as in COCO)."""
+    h, w = rle["size"]
+    counts = torch.tensor(rle_counts(rle), dtype=torch.long)
+    values = torch.arange(len(counts)) % 2
+    flat = torch.repeat_interleave(values.to(torch.uint8), counts)
+    if flat.numel() != h * w:
+        raise ValueError(f"RLE covers {flat.numel()} pixels, expected {h}x{w}")
+    return flat.view(w, h).t().contiguous()
+
+
+def _poly_area(flat: Sequence[float]) -> float:
+    n = len(flat) // 2
+    s = 0.0
+    for i in range(n):
+        x1, y1 = flat[2 * i], flat[2 * i + 1]
+        x2, y2 = flat[(2 * i + 2) % (2 * n)], flat[(2 * i + 3) % (2 * n)]
+        s += x1 * y2 - x2 * y1
+    return abs(s) / 2
+
+
+def _clip_polygon(flat: Sequence[float], w: float, h: float) -> list[float]:
+    """Sutherland-Hodgman: a polygon cut to the rectangle [0, w] x [0, h]."""
+    pts = list(zip(flat[0::2], flat[1::2]))
+    for axis, bound, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        if not pts:
+            break
+        out = []
+        for i, cur in enumerate(pts):
+            prev = pts[i - 1]
+            cur_in = cur[axis] <= bound if keep_below else cur[axis] >= bound
+            prev_in = prev[axis] <= bound if keep_below else prev[axis] >= bound
+            if cur_in != prev_in:
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                cross = (prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1]))
+                out.append(cross)
+            if cur_in:
+                out.append(cur)
+        pts = out
+    return [c for p in pts for c in p] if len(pts) >= 3 else []
+
+
+def _bounds(flats: Iterable[Sequence[float]]) -> list[float] | None:
+    xs = [v for f in flats for v in f[0::2]]
+    ys = [v for f in flats for v in f[1::2]]
+    if not xs:
+        return None
+    return [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+
+
+def _mask_bbox(mask: torch.Tensor) -> list[float] | None:
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+
+
+def _instance_mask(inst: dict[str, Any]) -> torch.Tensor | None:
+    if "mask" in inst:
+        return inst["mask"]
+    seg = inst.get("segmentation")
+    if isinstance(seg, dict):
+        inst["mask"] = rle_to_mask(seg)
+        inst.pop("segmentation")
+        return inst["mask"]
+    return None
+
+
+def _map_target(target: dict[str, Any], fx: Callable[[float], float], fy: Callable[[float], float],
+                mask_op: Callable[[torch.Tensor], torch.Tensor], new_w: float, new_h: float,
+                flip_x: bool = False, clip: bool = False) -> dict[str, Any]:
+    """Apply a per-axis coordinate map to every box, polygon, point and mask of a target."""
+    out = dict(target)
+    out["size"] = [int(new_h), int(new_w)]
+
+    def point_ok(x: float, y: float) -> bool:
+        return not clip or (0 <= x <= new_w and 0 <= y <= new_h)
+
+    instances = []
+    for inst in target.get("instances", []):
+        inst = dict(inst)
+        inst["points"] = [[fx(x), fy(y)] for x, y in inst.get("points", []) if point_ok(fx(x), fy(y))]
+        mask = _instance_mask(inst)
+        if mask is not None:
+            mask = mask_op(mask)
+            inst["mask"] = mask
+            box = _mask_bbox(mask)
+            if box is None:
+                continue
+            inst["bbox"], inst["area"] = box, float(mask.sum())
+        else:
+            polys = []
+            for flat in inst.get("segmentation") or []:
+                moved = [fx(v) if i % 2 == 0 else fy(v) for i, v in enumerate(flat)]
+                if flip_x:  # keep the winding order after a mirror
+                    pairs = list(zip(moved[0::2], moved[1::2]))[::-1]
+                    moved = [c for p in pairs for c in p]
+                if clip:
+                    moved = _clip_polygon(moved, new_w, new_h)
+                if len(moved) >= 6 and _poly_area(moved) > 0:
+                    polys.append(moved)
+            if inst.get("segmentation"):
+                if not polys:
+                    continue
+                inst["segmentation"] = polys
+                inst["bbox"] = _bounds(polys)
+                inst["area"] = sum(_poly_area(p) for p in polys)
+            else:  # a box without an outline
+                x, y, bw, bh = inst["bbox"]
+                xs = sorted((fx(x), fx(x + bw)))
+                ys = sorted((fy(y), fy(y + bh)))
+                if clip:
+                    xs = [min(max(v, 0.0), new_w) for v in xs]
+                    ys = [min(max(v, 0.0), new_h) for v in ys]
+                inst["bbox"] = [xs[0], ys[0], xs[1] - xs[0], ys[1] - ys[0]]
+                inst["area"] = inst["bbox"][2] * inst["bbox"][3]
+        if inst["bbox"][2] <= 0 or inst["bbox"][3] <= 0:
+            continue
+        instances.append(inst)
+    out["instances"] = instances
+    out["points"] = [
+        {**p, "x": fx(p["x"]), "y": fy(p["y"])}
+        for p in target.get("points", [])
+        if point_ok(fx(p["x"]), fy(p["y"]))
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Transforms (image and target together)
+# --------------------------------------------------------------------------------------------
+
+
+class Compose:
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image, target):
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms!r})"
+
+
+class RandomCrop:
+    """Crop a random window; boxes, polygons, points and masks shift with it (as the lecture's
+    landmarks do) and are cut to the window. Instances left outside it are dropped.
+
+    ``size`` is an int (square) or ``(height, width)``; a window larger than the image is
+    shrunk to the image.
+    """
+
+    def __init__(self, size: int | tuple[int, int], generator: random.Random | None = None) -> None:
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.rng = generator or random
+
+    def __call__(self, image, target):
+        w, h = _image_size(image)
+        ch, cw = min(self.size[0], h), min(self.size[1], w)
+        top = self.rng.randint(0, h - ch)
+        left = self.rng.randint(0, w - cw)
+        if isinstance(image, torch.Tensor):
+            image = image[..., top: top + ch, left: left + cw]
+        else:
+            image = image.crop((left, top, left + cw, top + ch))
+        target = _map_target(
+            target, lambda x: x - left, lambda y: y - top,
+            lambda m: m[top: top + ch, left: left + cw], cw, ch, clip=True,
+        )
+        return image, target
+
+
+class Resize:
+    """Resize to ``(height, width)``, or the shorter side to ``size`` keeping the aspect."""
+
+    def __init__(self, size: int | tuple[int, int]) -> None:
+        self.size = size
+
+    def __call__(self, image, target):
+        w, h = _image_size(image)
+        if isinstance(self.size, int):
+            scale = self.size / min(w, h)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        else:
+            nh, nw = self.size
+        if isinstance(image, torch.Tensor):
+            image = torch.nn.functional.interpolate(
+                image.unsqueeze(0).float(), size=(nh, nw), mode="bilinear", align_corners=False, antialias=True
+            ).squeeze(0).round_().clamp_(0, 255).to(image.dtype)
+        else:
+            image = image.resize((nw, nh), Image.BILINEAR)
+        sx, sy = nw / w, nh / h
+
+        def mask_op(m: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(m[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].to(torch.uint8)
+
+        target = _map_target(target, lambda x: x * sx, lambda y: y * sy, mask_op, nw, nh)
+        return image, target
+
+
+class RandomHorizontalFlip:
+    def __init__(self, p: float = 0.5, generator: random.Random | None = None) -> None:
+        self.p = p
+        self.rng = generator or random
+
+    def __call__(self, image, target):
+        if self.rng.random() >= self.p:
+            return image, target
+        w, h = _image_size(image)
+        if isinstance(image, torch.Tensor):
+            image = image.flip(-1)
+        else:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        target = _map_target(target, lambda x: w - x, lambda y: y, lambda m: m.flip(-1), w, h, flip_x=True)
+        return image, target
+
+
+class ToTensor:
+    """A PIL image or uint8 tensor as a float tensor C x H x W in [0, 1]; the target unchanged."""
+
+    def __call__(self, image, target):
+        if not isinstance(image, torch.Tensor):
+            image = _pil_to_tensor(image)
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255)
+        return image, target
+
+
+# --------------------------------------------------------------------------------------------
+# Batching and bridges
+# --------------------------------------------------------------------------------------------
+
+
+def collate(batch: list[Any]) -> Any:
+    """Collate samples with different instance counts: images stacked when they share a shape,
+    else kept as a list; targets always a list.
+
+    Accepts ShardDataset samples (dicts) and CocoDataset ``(image, target)`` pairs.
+    """
+    if not batch:
+        return batch
+    if isinstance(batch[0], dict):
+        images = [b["image"] for b in batch]
+        return {"__key__": [b["__key__"] for b in batch], "image": _stack(images), "target": [b["target"] for b in batch]}
+    images, targets = zip(*batch)
+    return _stack(list(images)), list(targets)
+
+
+def _stack(images: list[Any]):
+    if images and all(isinstance(i, torch.Tensor) for i in images) and len({tuple(i.shape) for i in images}) == 1:
+        return torch.stack(images)
+    return images
+
+
+def to_detection_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Boxes as ``x1, y1, x2, y2`` float tensors and labels as int64, as detection models take."""
+    boxes = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (i["bbox"] for i in target["instances"])],
+                         dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([i["category_id"] for i in target["instances"]], dtype=torch.int64)
+    return {"boxes": boxes, "labels": labels, "image_id": torch.tensor(target.get("image_id", -1))}
+
+
+def to_tv_tensors(image, target):
+    """Wrap a sample in torchvision's ``tv_tensors`` so ``torchvision.transforms.v2`` can take it.
+
+    Returns ``(tv_tensors.Image, {"boxes": BoundingBoxes(XYWH), "labels", "image_id"})``.
+    torchvision is optional; without it this raises ImportError saying so.
+    """
+    try:
+        from torchvision import tv_tensors
+    except ImportError as exc:
+        raise ImportError(
+            "to_tv_tensors needs torchvision (>= 0.16, for transforms.v2), which is not installed; "
+            "the rest of annotator_loader works without it."
+        ) from exc
+    if not isinstance(image, torch.Tensor):
+        image = _pil_to_tensor(image)
+    h, w = int(image.shape[-2]), int(image.shape[-1])
+    boxes = torch.tensor([i["bbox"] for i in target["instances"]], dtype=torch.float32).reshape(-1, 4)
+    return tv_tensors.Image(image), {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYWH", canvas_size=(h, w)),
+        "labels": torch.tensor([i["category_id"] for i in target["instances"]], dtype=torch.int64),
+        "image_id": target.get("image_id"),
+    }
+
