@@ -98,9 +98,10 @@ class Command(BaseCommand):
                         break
                 time.sleep(0.5)
         finally:
+            # Only the main process of each gets SIGTERM: Celery then shuts its pool down warmly.
             for proc in procs.values():
                 if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.terminate()
             deadline = time.monotonic() + 15
             for proc in procs.values():
                 try:
