@@ -180,6 +180,8 @@ INGEST_MAX_IMAGE_PIXELS = env.int("INGEST_MAX_IMAGE_PIXELS", default=100_000_000
 INGEST_MAX_FILE_BYTES = env.int("INGEST_MAX_FILE_BYTES", default=50 * 1024 * 1024)
 INGEST_MAX_ARCHIVE_MEMBERS = env.int("INGEST_MAX_ARCHIVE_MEMBERS", default=100_000)
 INGEST_MAX_ARCHIVE_BYTES = env.int("INGEST_MAX_ARCHIVE_BYTES", default=20 * 1024**3)
+# An archive member that unpacks to more than this many times its packed size is a zip bomb.
+INGEST_MAX_COMPRESSION_RATIO = env.int("INGEST_MAX_COMPRESSION_RATIO", default=100)
 INGEST_URL_TIMEOUT = env.float("INGEST_URL_TIMEOUT", default=20.0)
 INGEST_ALLOW_PRIVATE_URLS = env.bool("INGEST_ALLOW_PRIVATE_URLS", default=False)
 
@@ -264,3 +266,28 @@ TOOLS_SPOTTING_MAX_POINTS = env.int("TOOLS_SPOTTING_MAX_POINTS", default=500)
 TOOLS_MAX_VERTICES_PER_PART = env.int("TOOLS_MAX_VERTICES_PER_PART", default=5000)
 TOOLS_TRAINING_IOU = env.float("TOOLS_TRAINING_IOU", default=0.75)
 TOOLS_TRAINING_RETRY_MINUTES = env.float("TOOLS_TRAINING_RETRY_MINUTES", default=10)
+
+# --- Crowd (providers, HITs, sync) -----------------------------------------------------------
+# The MTurk-compatible endpoint boto3 talks to: our marketplace by default; for Amazon set
+# https://mturk-requester.us-east-1.amazonaws.com (or the sandbox) and add the worker site's
+# origin to TOOLS_FRAME_ANCESTORS (https://worker.mturk.com, https://workersandbox.mturk.com).
+MTURK_ENDPOINT_URL = env.str("MTURK_ENDPOINT_URL", default=PUBLIC_BASE_URL + "/mturk-api/")
+MTURK_REGION_NAME = env.str("MTURK_REGION_NAME", default="us-east-1")
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
+MTURK_RETRY_MODE = env.str("MTURK_RETRY_MODE", default="standard")  # standard | adaptive
+MTURK_MAX_ATTEMPTS = env.int("MTURK_MAX_ATTEMPTS", default=5)
+MTURK_CONNECT_TIMEOUT = env.float("MTURK_CONNECT_TIMEOUT", default=5.0)
+MTURK_READ_TIMEOUT = env.float("MTURK_READ_TIMEOUT", default=30.0)
+# Task pages over plain http are refused unless the host is loopback and this is on.
+CROWD_ALLOW_HTTP_LOOPBACK = env.bool("CROWD_ALLOW_HTTP_LOOPBACK", default=DEBUG)
+CROWD_SECRET_KEYS = env.list("CROWD_SECRET_KEYS", default=[])  # Fernet key material, newest first
+CROWD_SYNC_SECONDS = env.float("CROWD_SYNC_SECONDS", default=60.0)
+CROWD_CONFIRM_GIVE_UP = env.int("CROWD_CONFIRM_GIVE_UP", default=20)  # GetAssignment tries
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "crowd-sync": {"task": "crowd.sync_all", "schedule": CROWD_SYNC_SECONDS},
+        "crowd-collect-answers": {"task": "crowd.answers_collect", "schedule": CROWD_SYNC_SECONDS},
+        "crowd-training-grants": {"task": "crowd.training_grants", "schedule": 5 * CROWD_SYNC_SECONDS},
+    }
+)

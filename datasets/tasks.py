@@ -1,0 +1,17 @@
+"""Celery tasks of the datasets app: thin wrappers that re-fetch rows and call a service."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from datasets.models import ImageImport
+from datasets.services.ingest import image_import_run_staged
+
+
+@shared_task(name="datasets.image_import_run", acks_late=True)
+def image_import_run(import_id: int) -> None:
+    """Run an archive or URL import staged by the admin (or the API). Safe to deliver twice:
+    a finished import is left alone and files already in the project are duplicates."""
+    image_import = ImageImport.objects.select_related("project").filter(pk=import_id).first()
+    if image_import is None:
+        return
+    image_import_run_staged(image_import=image_import)
