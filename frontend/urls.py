@@ -1,2 +1,10 @@
 """The labeling tools' pages, mounted under /tasks/."""
-urlpatterns: list = []
+from django.urls import path
+
+from frontend import views
+
+app_name = "frontend"
+urlpatterns = [
+    path("<slug:kind>/<str:token>/", views.task_page, name="task"),
+    path("<slug:kind>/<str:token>/answer", views.task_answer, name="answer"),
+]
