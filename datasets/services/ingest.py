@@ -103,6 +103,7 @@ def image_inspect(*, fp: BinaryIO, max_pixels: int | None = None) -> Inspection:
     any pixel is decoded, so a small file claiming 50,000 x 50,000 pixels costs nothing.
     """
     max_pixels = settings.INGEST_MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    fp = _KeepOpen(fp)  # Pillow closes the files it is given; the caller still needs this one
     fp.seek(0)
     prefix = fp.read(16)
     if not prefix:
@@ -154,6 +155,28 @@ def image_inspect(*, fp: BinaryIO, max_pixels: int | None = None) -> Inspection:
         width, height = height, width
     fmt_key = "JPEG" if (im.format or fmt) == "MPO" else (im.format or fmt)
     return Inspection(fmt_key, ACCEPTED_FORMATS[fmt_key], width, height, orientation)
+
+
+class _KeepOpen:
+    """A view of a binary file whose close() does nothing."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp = fp
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fp.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):  # readline, readinto... for the plugins that use them
+        return getattr(self._fp, name)
 
 
 def _format_label(fmt: str) -> str:
@@ -291,6 +314,9 @@ def image_ingest(
         return _entry(name, "failed", str(exc))
     except OSError as exc:
         return _entry(name, "failed", f"cannot be read ({exc.strerror or exc})")
+    except Exception as exc:  # a database or storage error on this one file: the others go on
+        logger.exception("image import: %s could not be saved", name)
+        return _entry(name, "failed", f"could not be saved ({type(exc).__name__}: {_plain(exc)})")
 
 
 def _duplicate(name: str, existing: tuple[int, str]) -> dict[str, Any]:
@@ -300,7 +326,10 @@ def _duplicate(name: str, existing: tuple[int, str]) -> dict[str, Any]:
 
 def _store(*, image: Image, fp: BinaryIO, extension: str, name: str) -> dict[str, Any]:
     """Write the file, then the row; if the row cannot be made, delete the file again."""
-    image.file.save(f"{image.sha256}.{extension}", File(fp), save=False)
+    try:
+        image.file.save(f"{image.sha256}.{extension}", File(fp), save=False)
+    except OSError as exc:
+        return _entry(name, "failed", f"could not be stored ({exc.strerror or exc})")
     stored = image.file.name
     try:
         with transaction.atomic():
