@@ -291,3 +291,21 @@ CELERY_BEAT_SCHEDULE.update(
         "crowd-training-grants": {"task": "crowd.training_grants", "schedule": 5 * CROWD_SYNC_SECONDS},
     }
 )
+
+# --- Marketplace (crowd.marketplace; docs/marketplace.md) ------------------------------------
+# Key for encrypting requester secrets at rest; derived from SECRET_KEY when empty.
+MARKETPLACE_SECRET_KEY = env.str("MARKETPLACE_SECRET_KEY", default="")
+# Token bucket per requester key: sustained requests per second, and the burst allowed.
+MARKETPLACE_API_RATE = env.float("MARKETPLACE_API_RATE", default=20.0)
+MARKETPLACE_API_BURST = env.float("MARKETPLACE_API_BURST", default=100.0)
+# Task ExternalURLs must be HTTPS; plain http to loopback hosts is allowed with this (or DEBUG).
+MARKETPLACE_ALLOW_HTTP_LOOPBACK = env.bool("MARKETPLACE_ALLOW_HTTP_LOOPBACK", default=DEBUG)
+# Anyone may sign up as a worker (otherwise an invitation link from a requester is needed).
+MARKETPLACE_OPEN_SIGNUP = env.bool("MARKETPLACE_OPEN_SIGNUP", default=False)
+# Check every API response against botocore's MTurk model (a ServiceFault if one breaks it).
+MARKETPLACE_VALIDATE_RESPONSES = env.bool("MARKETPLACE_VALIDATE_RESPONSES", default=True)
+# The turkSubmitTo given to task iframes; empty means the host the worker's browser used.
+MARKETPLACE_SUBMIT_BASE_URL = env.str("MARKETPLACE_SUBMIT_BASE_URL", default="")
+CELERY_BEAT_SCHEDULE.update({
+    "marketplace-catch-up": {"task": "marketplace.catch_up", "schedule": 60.0},
+})
