@@ -61,7 +61,7 @@ function csrfToken(doc) {
 }
 
 // POST the answer to our server. Resolves to the server's JSON reply; throws Error(message).
-export async function postAnswer(url, host, answer, { fetchImpl = fetch, doc = document } = {}) {
+export async function postAnswer(url, host, answer, { fetchImpl = fetch, doc = globalThis.document } = {}) {
   const headers = { "Content-Type": "application/json" };
   if (host.mode === "direct") headers["X-CSRFToken"] = csrfToken(doc);
   let reply;
