@@ -1,0 +1,194 @@
+"""What an export contains: the images its filters keep, their split, and their annotations.
+
+Everything is read in chunks of image ids so memory stays flat however large the project is.
+The split of an image depends only on a hash of its id and the ratios, so an image stays in the
+same split from one export version to the next; the seed only orders samples in the shards.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from pycocotools import mask as mask_utils
+
+from datasets.loader.annotator_loader import rle_counts
+from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
+
+SPLITS = ("train", "val", "test")
+COMPLETE_STAGES = ("categories", "spotting", "segmentation")
+CHUNK = 256
+
+_EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "mpo": "jpg", "png": "png", "webp": "webp"}
+
+
+def split_of(image_id: int, ratios: dict[str, float]) -> str:
+    """train / val / test from a hash of the image id: stable across versions and seeds."""
+    digest = hashlib.sha256(f"annotator-split:{image_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    acc = 0.0
+    for name in SPLITS:
+        acc += float(ratios.get(name, 0.0))
+        if u < acc:
+            return name
+    return next(name for name in reversed(SPLITS) if ratios.get(name, 0) > 0)
+
+
+def shuffle_key(image_id: int, seed: int) -> bytes:
+    """The once-and-for-all sample order in the shards: a hash of the seed and the image id."""
+    return hashlib.sha256(f"{seed}:{image_id}".encode()).digest()[:12]
+
+
+def sample_key(image_id: int) -> str:
+    """The WebDataset key of an image: zero-padded, no dots."""
+    return f"{image_id:010d}"
+
+
+def image_extension(image: Image) -> str:
+    name = image.file.name or ""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
+    return _EXTENSIONS.get(ext) or _EXTENSIONS.get(image.format.lower(), image.format.lower() or "bin")
+
+
+@dataclass
+class Selection:
+    project: Project
+    filters: dict[str, Any]
+    ratios: dict[str, float]
+    categories: list[Category] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        wanted = self.filters.get("categories") or []
+        qs = Category.objects.filter(project=self.project).order_by("coco_id")
+        if wanted:
+            qs = qs.filter(coco_id__in=wanted)
+        self.categories = list(qs)
+        self.category_pks = {c.pk: c for c in self.categories}
+
+    @property
+    def min_confidence(self) -> float | None:
+        value = self.filters.get("min_confidence")
+        return None if value is None else float(value)
+
+    def _confident(self) -> Q:
+        m = self.min_confidence
+        return Q() if m is None else (Q(confidence__isnull=True) | Q(confidence__gte=m))
+
+    # -- images ---------------------------------------------------------------------------
+
+    def images(self) -> QuerySet[Image]:
+        qs = Image.objects.filter(project=self.project)
+        stages = self.filters.get("complete_stages") or []
+        present = ImageLabel.objects.filter(image=OuterRef("pk"), stage=Stage.AGGREGATE, present=True)
+        if "categories" in stages:
+            qs = qs.filter(Exists(ImageLabel.objects.filter(image=OuterRef("pk"), stage=Stage.AGGREGATE)))
+        if "spotting" in stages:
+            qs = qs.filter(Exists(InstancePoint.objects.filter(image=OuterRef("pk"), stage=Stage.AGGREGATE)) | ~Exists(present))
+        if "segmentation" in stages:
+            qs = qs.filter(~Exists(Polygon.objects.filter(image=OuterRef("pk"), status=Polygon.Status.PENDING))).filter(
+                Exists(Polygon.objects.filter(image=OuterRef("pk"), status=Polygon.Status.ACCEPTED)) | ~Exists(present)
+            )
+        return qs.order_by("id")
+
+    def image_index(self) -> Iterator[tuple[int, int, str]]:
+        """(id, file_size, split) of every selected image, in id order, streamed."""
+        for pk, size in self.images().values_list("id", "file_size").iterator(chunk_size=2000):
+            yield pk, size, split_of(pk, self.ratios)
+
+    # -- annotations ----------------------------------------------------------------------
+
+    def records(self, image_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Everything an export writes about these images, keyed by image id."""
+        images = Image.objects.in_bulk(image_ids)
+        out: dict[int, dict[str, Any]] = {}
+        for pk in image_ids:
+            img = images[pk]
+            out[pk] = {"image": img, "instances": [], "labels": [], "points": []}
+        cats = self.category_pks
+        polygons = (
+            Polygon.objects.filter(image_id__in=image_ids, status=Polygon.Status.ACCEPTED, category_id__in=cats)
+            .filter(self._confident())
+            .select_related("point")
+            .order_by("image_id", "id")
+        )
+        for p in polygons:
+            img = out[p.image_id]["image"]
+            out[p.image_id]["instances"].append(instance_of(p, cats[p.category_id].coco_id, img.width, img.height))
+        labels = (
+            ImageLabel.objects.filter(image_id__in=image_ids, stage=Stage.AGGREGATE, present=True, category_id__in=cats)
+            .filter(self._confident())
+            .order_by("image_id", "category_id", "id")
+            .values_list("image_id", "category_id", "confidence")
+        )
+        for image_id, cat, conf in labels:
+            entry = out[image_id]["labels"]
+            coco = cats[cat].coco_id
+            if all(c != coco for c, _ in entry):
+                entry.append((coco, conf))
+        points = (
+            InstancePoint.objects.filter(image_id__in=image_ids, stage=Stage.AGGREGATE, category_id__in=cats)
+            .filter(self._confident())
+            .order_by("image_id", "id")
+            .values_list("image_id", "category_id", "x", "y", "is_crowd")
+        )
+        for image_id, cat, x, y, crowd in points:
+            out[image_id]["points"].append(
+                {"category_id": cats[cat].coco_id, "x": x, "y": y, "iscrowd": int(crowd)}
+            )
+        return out
+
+    def ordered_records(self, image_ids: Iterable[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """``(id, record)`` in the order given, fetched ``CHUNK`` images at a time."""
+        batch: list[int] = []
+        for pk in image_ids:
+            batch.append(pk)
+            if len(batch) == CHUNK:
+                records = self.records(batch)
+                yield from ((i, records[i]) for i in batch)
+                batch = []
+        if batch:
+            records = self.records(batch)
+            yield from ((i, records[i]) for i in batch)
+
+
+def rle_uncompressed(parts: list[list[float]], width: int, height: int) -> tuple[dict[str, Any], float, list[float]]:
+    """A crowd region as COCO's uncompressed RLE (as COCO's own crowd annotations), area, bbox."""
+    rle = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
+    counts = rle_counts(rle)  # pycocotools' compressed string, spelled out as run lengths
+    area = float(mask_utils.area(rle))
+    bbox = [float(v) for v in mask_utils.toBbox(rle)]
+    return {"size": [height, width], "counts": counts}, area, bbox
+
+
+def instance_of(p: Polygon, category_id: int, width: int, height: int) -> dict[str, Any]:
+    points = [[p.point.x, p.point.y]] if p.point is not None else []
+    if p.is_crowd:
+        segmentation, area, bbox = rle_uncompressed(p.parts, width, height)
+    else:
+        segmentation, area, bbox = p.parts, float(p.area), [float(v) for v in p.bbox]
+    return {
+        "id": p.pk,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": area,
+        "iscrowd": int(p.is_crowd),
+        "segmentation": segmentation,
+        "points": points,
+        "confidence": p.confidence,
+    }
+
+
+def image_entry(img: Image, key: str, ext: str, license_ids: dict[str, int]) -> dict[str, Any]:
+    """An image as COCO's ``images`` list has it, with our license and attribution."""
+    return {
+        "id": img.pk,
+        "file_name": f"{key}.{ext}",
+        "width": img.width,
+        "height": img.height,
+        "license": license_ids.get(img.license, 0),
+        "attribution": img.attribution,
+        "source_url": img.source_url,
+        "sha256": img.sha256,
+        "exif_orientation": img.exif_orientation,
+    }

@@ -1,0 +1,417 @@
+"""Building, cancelling and reading exports. The Celery task in ``tasks`` calls ``export_build``.
+
+An export is built in a private temporary folder and published file by file to Django's default
+storage (local disk or S3) under a prefix no one else uses; the manifest goes last, and only then
+does the row turn ``done`` and list its files. The API serves files of done exports only, so a
+half-written export is never visible. Memory stays flat: images and annotations are read in
+chunks, image bytes are streamed, and a shard is uploaded and deleted before the next one starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from datasets.exports import imagefolder, manifest as manifest_mod
+from datasets.exports.coco import CocoWriter
+from datasets.exports.selection import (
+    COMPLETE_STAGES,
+    SPLITS,
+    Selection,
+    image_extension,
+    sample_key,
+    shuffle_key,
+)
+from datasets.exports.shards import ShardFile, plan_shards
+from datasets.exports.tarwriter import TarWriter
+from datasets.models import Export, Project
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("coco", "shards", "imagefolder")
+LOADER_SOURCE = Path(__file__).resolve().parent.parent / "loader" / "annotator_loader.py"
+
+
+class ExportCancelled(Exception):
+    pass
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+# --- Creating ------------------------------------------------------------------------------
+
+
+def export_options_clean(
+    *,
+    project: Project,
+    formats: list[str] | None = None,
+    filters: dict[str, Any] | None = None,
+    split_ratios: dict[str, float] | None = None,
+    seed: int = 0,
+    shard_size: int | None = None,
+    min_shards: int | None = None,
+) -> dict[str, Any]:
+    """Check what an export is asked to contain; raise ValidationError naming what is wrong."""
+    errors: dict[str, str] = {}
+    formats = list(formats) if formats else ["coco", "shards"]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        errors["formats"] = f"Unknown format(s) {', '.join(map(str, bad))}; choose from {', '.join(FORMATS)}."
+    formats = [f for f in FORMATS if f in formats]
+    filters = dict(filters or {})
+    unknown = set(filters) - {"complete_stages", "min_confidence", "categories"}
+    if unknown:
+        errors["filters"] = f"Unknown filter(s): {', '.join(sorted(unknown))}."
+    stages = filters.get("complete_stages") or []
+    if not isinstance(stages, list) or any(s not in COMPLETE_STAGES for s in stages):
+        errors["filters.complete_stages"] = f"A list of stages among {', '.join(COMPLETE_STAGES)}."
+    else:
+        filters["complete_stages"] = [s for s in COMPLETE_STAGES if s in stages]
+    mc = filters.get("min_confidence")
+    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, (int, float)) or not 0 <= mc <= 1):
+        errors["filters.min_confidence"] = "A number from 0 to 1, or null."
+    else:
+        filters["min_confidence"] = None if mc is None else float(mc)
+    cats = filters.get("categories") or []
+    if not isinstance(cats, list) or any(isinstance(c, bool) or not isinstance(c, int) for c in cats):
+        errors["filters.categories"] = "A list of category ids (COCO ids of this project)."
+    else:
+        known = set(project.categories.filter(coco_id__in=cats).values_list("coco_id", flat=True))
+        missing = sorted(set(cats) - known)
+        if missing:
+            errors["filters.categories"] = f"No such category in this project: {', '.join(map(str, missing))}."
+        filters["categories"] = sorted(set(cats))
+    ratios = dict(split_ratios or {"train": 0.8, "val": 0.1, "test": 0.1})
+    if set(ratios) - set(SPLITS) or any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in ratios.values()
+    ):
+        errors["split_ratios"] = "Ratios for train, val and test: numbers of 0 or more."
+    elif abs(sum(ratios.values()) - 1.0) > 1e-6:
+        errors["split_ratios"] = f"The ratios must add up to 1, not {sum(ratios.values()):g}."
+    else:
+        ratios = {s: float(ratios.get(s, 0.0)) for s in SPLITS}
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        errors["seed"] = "A whole number from 0 to 2^63 - 1."
+    shard_size = int(shard_size or _setting("EXPORT_SHARD_SIZE", 512 * 1024 * 1024))
+    if shard_size < 1024:
+        errors["shard_size"] = "At least 1024 bytes."
+    min_shards = int(min_shards or _setting("EXPORT_MIN_SHARDS", 8))
+    if not 1 <= min_shards <= 4096:
+        errors["min_shards"] = "From 1 to 4096."
+    if errors:
+        raise ValidationError(errors)
+    return {
+        "formats": formats,
+        "filters": filters,
+        "split_ratios": ratios,
+        "seed": seed,
+        "shard_size": shard_size,
+        "min_shards": min_shards,
+    }
+
+
+def export_create(*, project: Project, user=None, queue: bool = True, **options: Any) -> Export:
+    """Number and save a new export of the project, then queue its build after the commit."""
+    cleaned = export_options_clean(project=project, **options)
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                last = Export.objects.filter(project=project).aggregate(n=Max("number"))["n"] or 0
+                export = Export.objects.create(project=project, number=last + 1, created_by=user, **cleaned)
+            break
+        except IntegrityError:
+            if attempt == 4:
+                raise
+    if queue:
+        from datasets.exports.tasks import export_build_task
+
+        export_build_task.delay_on_commit(export.pk)
+    return export
+
+
+def export_cancel(*, export: Export) -> Export:
+    """Stop an export: a pending one at once, a running one at its next progress report."""
+    if export.is_finished:
+        raise ValidationError(f"Export {export.number} is already {export.status}.", code="finished")
+    Export.objects.filter(pk=export.pk, status=Export.Status.PENDING).update(
+        status=Export.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    )
+    Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING).update(cancel_requested=True)
+    export.refresh_from_db()
+    return export
+
+
+# --- Building ------------------------------------------------------------------------------
+
+
+class _Progress:
+    def __init__(self, export: Export, total: int) -> None:
+        self.export = export
+        self.total = total
+        self.done = 0
+        self.every = float(_setting("EXPORT_PROGRESS_SECONDS", 0.5))
+        self.last = 0.0
+        Export.objects.filter(pk=export.pk).update(progress_total=total, progress_done=0)
+
+    def step(self, n: int = 1, *, force: bool = False) -> None:
+        self.done += n
+        now = time.monotonic()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        Export.objects.filter(pk=self.export.pk).update(progress_done=min(self.done, self.total))
+        if Export.objects.filter(pk=self.export.pk, cancel_requested=True).exists():
+            raise ExportCancelled()
+
+
+class _Publisher:
+    """Uploads finished local files to the default storage under the export's prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.files: list[dict[str, Any]] = []
+        self.stored: list[str] = []
+
+    def publish(self, name: str, path: Path, *, sha256: str | None = None) -> dict[str, Any]:
+        if sha256 is None:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            sha256 = digest.hexdigest()
+        target = f"{self.prefix}/{name}"
+        with open(path, "rb") as f:
+            saved = default_storage.save(target, File(f, name=Path(name).name))
+        self.stored.append(saved)
+        if saved != target:
+            raise RuntimeError(f"storage renamed {target} to {saved}; the export prefix is not private")
+        entry = {"name": name, "size": path.stat().st_size, "sha256": sha256}
+        self.files.append(entry)
+        return entry
+
+    def remove_all(self) -> None:
+        for name in self.stored:
+            try:
+                default_storage.delete(name)
+            except Exception:  # noqa: BLE001 - cleaning up after a failure must not hide it
+                logger.warning("could not delete %s after a failed export", name, exc_info=True)
+
+
+def _open_image(record: dict[str, Any]) -> BinaryIO:
+    return default_storage.open(record["image"].file.name, "rb")
+
+
+def _class_map(selection: Selection) -> list[dict[str, Any]]:
+    return [
+        {"id": c.coco_id, "index": i, "name": c.name, "supercategory": c.supercategory}
+        for i, c in enumerate(selection.categories)
+    ]
+
+
+def _licenses(selection: Selection) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    names = (
+        selection.images().exclude(license="").order_by("license").values_list("license", flat=True).distinct()
+    )
+    ids = {name: i for i, name in enumerate(names, start=1)}
+    licenses = [{"id": 0, "name": "Unknown", "url": ""}] + [
+        {"id": i, "name": name, "url": name if name.startswith(("http://", "https://")) else ""}
+        for name, i in ids.items()
+    ]
+    return licenses, ids
+
+
+def export_build(*, export_id: int, on_progress: Callable[[int, int], None] | None = None) -> Export | None:
+    """Build a pending export. Returns quietly when the row is gone or no longer pending."""
+    claimed = Export.objects.filter(pk=export_id, status=Export.Status.PENDING, cancel_requested=False).update(
+        status=Export.Status.RUNNING, started_at=timezone.now(), error=""
+    )
+    if not claimed:
+        return Export.objects.filter(pk=export_id).first()
+    export = Export.objects.select_related("project").get(pk=export_id)
+    prefix = f"exports/project-{export.project_id}/export-{export.number}-{uuid.uuid4().hex[:12]}"
+    Export.objects.filter(pk=export.pk).update(storage_prefix=prefix)
+    tmp_root = Path(_setting("EXPORT_TMP_DIR", tempfile.gettempdir()))
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"export-{export.pk}-", dir=tmp_root))
+    publisher = _Publisher(prefix)
+    try:
+        files, counts = _build(export, workdir, publisher)
+    except ExportCancelled:
+        publisher.remove_all()
+        Export.objects.filter(pk=export.pk).update(status=Export.Status.CANCELLED, finished_at=timezone.now())
+        logger.info("export %s of project %s cancelled", export.number, export.project_id)
+    except Exception as exc:  # noqa: BLE001 - recorded on the row for the requester to read
+        publisher.remove_all()
+        logger.exception("export %s of project %s failed", export.number, export.project_id)
+        Export.objects.filter(pk=export.pk).update(
+            status=Export.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000], finished_at=timezone.now()
+        )
+    else:
+        done = Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING, cancel_requested=False).update(
+            status=Export.Status.DONE, files=files, counts=counts, finished_at=timezone.now(),
+            progress_done=models_total(export.pk),
+        )
+        if not done:  # cancelled between the last progress report and now
+            publisher.remove_all()
+            Export.objects.filter(pk=export.pk).update(status=Export.Status.CANCELLED, finished_at=timezone.now())
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Export.objects.filter(pk=export_id).first()
+
+
+def models_total(export_pk: int) -> int:
+    return Export.objects.filter(pk=export_pk).values_list("progress_total", flat=True).first() or 0
+
+
+def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    project = export.project
+    selection = Selection(project=project, filters=export.filters, ratios=export.split_ratios)
+    index = list(selection.image_index())  # (id, size, split): a few dozen bytes per image
+    by_split: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
+    for pk, size, split in index:
+        by_split[split].append((pk, size))
+    formats = export.formats
+    passes = int("coco" in formats or "imagefolder" in formats) + int("shards" in formats)
+    progress = _Progress(export, total=len(index) * passes + 1)
+    class_map = _class_map(selection)
+    splits: dict[str, dict[str, Any]] = {s: {"images": len(by_split[s])} for s in SPLITS}
+    split_of = {pk: split for pk, _, split in index}
+    del index
+
+    if "coco" in formats or "imagefolder" in formats:
+        _write_by_id(export, selection, workdir, publisher, progress, split_of, splits, class_map)
+    del split_of
+    if "shards" in formats:
+        for split in SPLITS:
+            splits[split]["shards"] = _write_shards(export, selection, workdir, publisher, progress, split, by_split[split])
+
+    publisher.publish(manifest_mod.LOADER_NAME, LOADER_SOURCE)
+    manifest = manifest_mod.build_manifest(
+        project={"id": project.pk, "name": project.name},
+        formats=formats,
+        filters=export.filters,
+        split_ratios=export.split_ratios,
+        seed=export.seed,
+        shard_size=export.shard_size,
+        min_shards=export.min_shards,
+        class_map=class_map,
+        splits=splits,
+        files=list(publisher.files),
+    )
+    path = workdir / manifest_mod.MANIFEST_NAME
+    path.write_bytes(manifest_mod.manifest_bytes(manifest))
+    progress.step(force=True)
+    publisher.publish(manifest_mod.MANIFEST_NAME, path)
+    counts = {s: {k: v for k, v in splits[s].items() if k != "shards"} for s in SPLITS}
+    return publisher.files, counts
+
+
+def _write_by_id(export, selection, workdir, publisher, progress, split_of, splits, class_map) -> None:
+    """One pass over the images in id order: COCO JSON and ImageFolder tars."""
+    formats = export.formats
+    licenses, license_ids = _licenses(selection)
+    coco = None
+    if "coco" in formats:
+        coco = CocoWriter(
+            workdir=workdir,
+            info={
+                "description": f"{export.project.name}",
+                "version": "annotator-export-1",
+                "contributor": "Annotator",
+                "seed": export.seed,
+                "split_ratios": export.split_ratios,
+            },
+            licenses=licenses,
+            categories=[{"id": c["id"], "name": c["name"], "supercategory": c["supercategory"]} for c in class_map],
+        )
+    folders: dict[str, tuple[Path, BinaryIO, TarWriter]] = {}
+    skipped = {s: 0 for s in SPLITS}
+    kept = {s: 0 for s in SPLITS}
+    if "imagefolder" in formats:
+        for split in SPLITS:
+            path = workdir / f"imagefolder-{split}.tar"
+            f = open(path, "wb")
+            folders[split] = (path, f, TarWriter(f))
+    names = {c["id"]: imagefolder.class_folder(c["name"]) for c in class_map}
+    try:
+        for pk, record in selection.ordered_records(sorted(split_of)):
+            split = split_of[pk]
+            key = sample_key(pk)
+            ext = image_extension(record["image"])
+            if coco is not None:
+                coco.add(split, record, key=key, ext=ext, license_ids=license_ids)
+            if folders:
+                label = imagefolder.single_label(record)
+                if label is None:
+                    skipped[split] += 1
+                else:
+                    with _open_image(record) as src:
+                        folders[split][2].add_stream(f"{names[label]}/{key}.{ext}", src, record["image"].file_size)
+                    kept[split] += 1
+            progress.step()
+        if coco is not None:
+            for split, path in coco.finish().items():
+                entry = publisher.publish(f"coco/{split}.json", path)
+                splits[split]["coco"] = {**entry, **coco.counts[split]}
+                path.unlink()
+        for split, (path, f, writer) in folders.items():
+            writer.close()
+            f.close()
+            entry = publisher.publish(f"imagefolder/{split}.tar", path, sha256=writer.sha256.hexdigest())
+            splits[split]["imagefolder"] = {**entry, "samples": kept[split], "skipped": skipped[split]}
+            path.unlink()
+    finally:
+        if coco is not None:
+            coco.close()
+        for _, f, _ in folders.values():
+            f.close()
+
+
+def _write_shards(export, selection, workdir, publisher, progress, split, samples) -> list[dict[str, Any]]:
+    ordered = sorted(samples, key=lambda s: shuffle_key(s[0], export.seed))
+    plan = plan_shards(ordered, shard_size=export.shard_size, min_shards=export.min_shards)
+    del ordered
+    entries = []
+    for number, ids in enumerate(plan):
+        name = f"shards/{split}-{number:06d}.tar"
+        path = workdir / f"{split}-{number:06d}.tar"
+        with open(path, "wb") as f:
+            shard = ShardFile(name=name, writer=TarWriter(f))
+            for _, record in selection.ordered_records(ids):
+                with _open_image(record) as src:
+                    shard.add(key=sample_key(record["image"].pk), ext=image_extension(record["image"]), record=record, image=src)
+                progress.step()
+            shard.writer.close()
+        publisher.publish(name, path, sha256=shard.writer.sha256.hexdigest())
+        path.unlink()
+        entries.append(shard.entry())
+    return entries
+
+
+# --- Reading -------------------------------------------------------------------------------
+
+
+def export_storage_name(*, export: Export, name: str) -> str:
+    return f"{export.storage_prefix}/{name}"
+
+
+def export_manifest(*, export: Export) -> dict[str, Any]:
+    import json
+
+    with default_storage.open(export_storage_name(export=export, name=manifest_mod.MANIFEST_NAME), "rb") as f:
+        return json.loads(f.read())

@@ -1,0 +1,92 @@
+"""WebDataset-compatible tar shards: ``<key>.<ext>`` (the original bytes) and ``<key>.json``.
+
+Samples of a split are put in a fixed shuffled order once (a hash of the seed and the image id),
+then cut into shards: no shard passes ``shard_size`` bytes (unless one image alone does), and a
+split has at least ``min_shards`` shards when it has that many samples, so that as many readers
+(ranks times DataLoader workers) each get whole shards.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from datasets.exports.tarwriter import BLOCK, TarWriter
+
+JSON_ESTIMATE = 2048  # bytes a sample's JSON member takes in the archive, for planning
+
+_dump = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def sample_bytes(file_size: int) -> int:
+    return BLOCK + -(-file_size // BLOCK) * BLOCK + BLOCK + JSON_ESTIMATE
+
+
+def plan_shards(samples: list[tuple[int, int]], *, shard_size: int, min_shards: int) -> list[list[int]]:
+    """Cut ``[(image_id, file_size), ...]`` (already in shard order) into shards of ids."""
+    if not samples:
+        return []
+    total = sum(sample_bytes(size) for _, size in samples)
+    target = min(shard_size, max(1, total // max(1, min_shards)))
+    shards: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for image_id, size in samples:
+        need = sample_bytes(size)
+        if current and current_bytes + need > target:
+            shards.append(current)
+            current, current_bytes = [], 0
+        current.append(image_id)
+        current_bytes += need
+    shards.append(current)
+    return shards
+
+
+def sample_json(record: dict[str, Any], key: str, ext: str) -> bytes:
+    img = record["image"]
+    return _dump(
+        {
+            "image_id": img.pk,
+            "key": key,
+            "file_name": f"{key}.{ext}",
+            "width": img.width,
+            "height": img.height,
+            "size": [img.height, img.width],
+            "exif_orientation": img.exif_orientation,
+            "sha256": img.sha256,
+            "license": img.license,
+            "attribution": img.attribution,
+            "labels": [category_id for category_id, _ in record["labels"]],
+            "instances": record["instances"],
+            "points": record["points"],
+        }
+    ).encode()
+
+
+@dataclass
+class ShardFile:
+    name: str
+    writer: TarWriter
+    samples: int = 0
+    first_key: str = ""
+    last_key: str = ""
+    keys: list[str] = field(default_factory=list)
+
+    def add(self, *, key: str, ext: str, record: dict[str, Any], image: BinaryIO) -> None:
+        img = record["image"]
+        self.writer.add_stream(f"{key}.{ext}", image, img.file_size)
+        self.writer.add_bytes(f"{key}.json", sample_json(record, key, ext))
+        if not self.samples:
+            self.first_key = key
+        self.last_key = key
+        self.samples += 1
+
+    def entry(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.writer.size,
+            "samples": self.samples,
+            "first_key": self.first_key,
+            "last_key": self.last_key,
+            "sha256": self.writer.sha256.hexdigest(),
+        }
