@@ -14,7 +14,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Count
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -246,6 +246,7 @@ class ImageAdmin(admin.ModelAdmin):
     search_fields = ["original_name", "sha256"]
     list_select_related = ["project"]
     list_per_page = 50
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     readonly_fields = [
         "preview", "file", "width", "height", "exif_orientation", "format", "file_size", "sha256",
         "imported_by", "created_at",

@@ -140,6 +140,10 @@ def fetch_to_file(
                     "GET", path, headers=headers, redirect=False, preload_content=False,
                     assert_same_host=False,
                 )
+            except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout error
+                if isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc):
+                    raise FetchError(f"the server at {host}:{port} refused the connection") from None
+                raise FetchError(f"the server at {host}:{port} could not be reached ({exc})") from None
             except urllib3.exceptions.TimeoutError:
                 raise FetchError(f"no answer within {timeout:g} seconds") from None
             except urllib3.exceptions.SSLError as exc:
