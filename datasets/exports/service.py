@@ -107,10 +107,10 @@ def export_options_clean(
         ratios = {s: float(ratios.get(s, 0.0)) for s in SPLITS}
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         errors["seed"] = "A whole number from 0 to 2^63 - 1."
-    shard_size = int(shard_size or _setting("EXPORT_SHARD_SIZE", 512 * 1024 * 1024))
+    shard_size = int(_setting("EXPORT_SHARD_SIZE", 512 * 1024 * 1024) if shard_size is None else shard_size)
     if shard_size < 1024:
         errors["shard_size"] = "At least 1024 bytes."
-    min_shards = int(min_shards or _setting("EXPORT_MIN_SHARDS", 8))
+    min_shards = int(_setting("EXPORT_MIN_SHARDS", 8) if min_shards is None else min_shards)
     if not 1 <= min_shards <= 4096:
         errors["min_shards"] = "From 1 to 4096."
     if errors:
