@@ -1,0 +1,81 @@
+"""Checks and small vectorised helpers shared by the aggregation modules."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_index(name: str, values) -> np.ndarray:
+    """A 1-D int64 array of non-negative indices, or a clear ``ValueError``."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{name} must hold integer indices (use crowd.aggregation.io.encode for names), got {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{name} holds a negative index ({int(arr.min())})")
+    return arr
+
+
+def check_votes(items, workers, labels, n_items=None, n_workers=None, n_classes=None):
+    """Validate three parallel vote arrays and fill in the sizes.
+
+    Returns ``(items, workers, labels, n_items, n_workers, n_classes)``. Raises ``ValueError`` on
+    empty input, length mismatch, negative indices or a label outside ``range(n_classes)``.
+    """
+    items = as_index("items", items)
+    workers = as_index("workers", workers)
+    labels = as_index("labels", labels)
+    if not (len(items) == len(workers) == len(labels)):
+        raise ValueError(f"items, workers and labels differ in length: {len(items)}, {len(workers)}, {len(labels)}")
+    if len(items) == 0:
+        raise ValueError("no votes to aggregate: items, workers and labels are empty")
+    n_items = _size("n_items", n_items, items, "items")
+    n_workers = _size("n_workers", n_workers, workers, "workers")
+    n_classes = _size("n_classes", n_classes, labels, "labels")
+    return items, workers, labels, n_items, n_workers, n_classes
+
+
+def _size(name, given, arr, what):
+    seen = int(arr.max()) + 1
+    if given is None:
+        return seen
+    given = int(given)
+    if seen > given:
+        raise ValueError(f"{what} holds index {seen - 1} but {name}={given}: unknown {what[:-1]}")
+    return given
+
+
+def pick_max(scores: np.ndarray, tie_priority: np.ndarray | None = None, rng=None) -> np.ndarray:
+    """Row-wise argmax; ties go to the class with the highest ``tie_priority`` (then the lowest index).
+
+    With ``rng`` (a ``numpy.random.Generator``) ties are broken at random instead.
+    """
+    best = scores.max(axis=1, keepdims=True)
+    tied = np.isclose(scores, best, rtol=1e-12, atol=1e-12)
+    if rng is not None:
+        return np.argmax(tied * (1.0 + rng.random(scores.shape)), axis=1)
+    if tie_priority is None:
+        return np.argmax(tied, axis=1)
+    # rank 1..K by priority, stable so equal priorities keep the lower index first
+    order = np.argsort(-np.asarray(tie_priority, dtype=float), kind="stable")
+    rank = np.empty(len(order), dtype=float)
+    rank[order] = np.arange(len(order), 0, -1)
+    return np.argmax(tied * rank, axis=1)
+
+
+def normalise_rows(m: np.ndarray) -> np.ndarray:
+    s = m.sum(axis=1, keepdims=True)
+    out = np.divide(m, s, out=np.full_like(m, 1.0 / m.shape[1]), where=s > 0)
+    return out
+
+
+def softmax_rows(log_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise softmax and the row log-sum-exp, stable for very negative logs."""
+    top = log_m.max(axis=1, keepdims=True)
+    e = np.exp(log_m - top)
+    s = e.sum(axis=1, keepdims=True)
+    return e / s, (np.log(s) + top)[:, 0]
