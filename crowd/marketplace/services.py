@@ -97,7 +97,7 @@ def account_top_up(*, account: RequesterAccount, amount: Decimal, reference: str
 def hit_type_get_or_create(*, account: RequesterAccount, title: str, description: str, reward: str,
                            assignment_duration: int, auto_approval_delay: int | None = None,
                            keywords: str = "", qualification_requirements: list | None = None) -> HITType:
-    amount = money.parse_amount(reward, field="Reward", minimum=Decimal("0.00"))
+    amount = money.parse_amount(reward, field="Reward")
     known = set(account.qualification_types.values_list("qualification_type_id", flat=True))
     reqs = qualifications.normalize(qualification_requirements or [], known_type_ids=known)
     delay = DEFAULT_AUTO_APPROVAL if auto_approval_delay is None else auto_approval_delay
