@@ -25,6 +25,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore import xform_name
 from django.conf import settings
 
 from crowd.providers.base import (
@@ -178,7 +179,7 @@ class MTurkProvider(CrowdProvider):
             raise _translate(exc, operation) from exc
 
     def _pages(self, operation: str, result_key: str, **params: Any) -> Iterator[dict]:
-        paginator = self.client.get_paginator(operation)
+        paginator = self.client.get_paginator(xform_name(operation))
         try:
             for page in paginator.paginate(**params, PaginationConfig={"PageSize": 100}):
                 yield from page.get(result_key, [])
