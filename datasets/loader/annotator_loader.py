@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 __all__ = [
@@ -57,8 +57,18 @@ __all__ = [
 
 LOADER_VERSION = 1
 
-# torch.frombuffer warns once that bytes are read-only; the loader owns those bytes.
-warnings.filterwarnings("ignore", message="The given buffer is not writable")
+_quiet_frombuffer = True  # torch warns once per process that bytes are read-only; we own them
+
+
+def _frombuffer(data: bytes) -> torch.Tensor:
+    global _quiet_frombuffer
+    if _quiet_frombuffer:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given buffer is not writable")
+            tensor = torch.frombuffer(data, dtype=torch.uint8)
+        _quiet_frombuffer = False
+        return tensor
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 class ShardChecksumError(RuntimeError):
@@ -168,11 +178,15 @@ def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
-    return torch.frombuffer(img.tobytes(), dtype=torch.uint8).view(h, w, 3).permute(2, 0, 1)
+    return _frombuffer(img.tobytes()).view(h, w, 3).permute(2, 0, 1)
 
 
-def decode_image(data: bytes, mode: str = "tensor"):
+def decode_image(data: bytes, mode: str = "tensor", orientation: int = 1):
+    """Decode bytes to RGB; ``orientation`` is the EXIF tag the export recorded (geometry is in
+    the upright image, so a rotated original is turned upright)."""
     img = Image.open(io.BytesIO(data))
+    if orientation != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode != "RGB":
         img = img.convert("RGB")
     else:
@@ -458,7 +472,7 @@ class ShardDataset(IterableDataset):
         if data is None:
             raise KeyError(f"sample {sample['__key__']} has no image member")
         target = json.loads(sample["json"]) if "json" in sample else {}
-        image = data if self.decode == "raw" else decode_image(data, self.decode)
+        image = data if self.decode == "raw" else decode_image(data, self.decode, target.get("exif_orientation", 1))
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
@@ -538,8 +552,9 @@ class CocoDataset(Dataset):
         return len(self.ids)
 
     def _load_image(self, id: int):
-        with open(self.root / self.images[id]["file_name"], "rb") as f:
-            return decode_image(f.read(), self.decode)
+        img = self.images[id]
+        with open(self.root / img["file_name"], "rb") as f:
+            return decode_image(f.read(), self.decode, img.get("exif_orientation", 1))
 
     def _load_target(self, id: int) -> dict[str, Any]:
         img = self.images[id]

@@ -1,0 +1,318 @@
+"""The researchers' loader on a real export: workers, ranks, epochs, resuming, checksums,
+CocoDataset, transforms that move annotations with the image, and independence from Django."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from torch.utils.data import DataLoader
+
+from datasets.loader import (
+    CocoDataset,
+    Compose,
+    RandomCrop,
+    RandomHorizontalFlip,
+    Resize,
+    ShardChecksumError,
+    ShardDataset,
+    ToTensor,
+    collate,
+    iter_tar,
+    rle_to_mask,
+    to_detection_target,
+    to_tv_tensors,
+)
+from datasets.loader.annotator_loader import _round_robin_skips, rle_counts
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def _keys(loader) -> list[str]:
+    out = []
+    for batch in loader:
+        keys = batch["__key__"]
+        out.extend(keys if isinstance(keys, list) else [keys])
+    return out
+
+
+def test_loader_imports_without_django(export_dir):
+    """The shipped file runs where Django cannot even be imported."""
+    code = f"""
+import importlib.abc, sys
+class NoDjango(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "django" or name.startswith("django."):
+            raise ImportError("django is blocked in this test")
+sys.meta_path.insert(0, NoDjango())
+sys.path.insert(0, {str(export_dir)!r})
+import annotator_loader as L
+ds = L.ShardDataset({str(export_dir)!r}, "train", verify=True)
+n = sum(1 for _ in ds)
+assert n == ds.num_samples, (n, ds.num_samples)
+assert not any(m == "django" or m.startswith("django.") for m in sys.modules)
+print("ok", n)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
+
+
+def test_two_workers_and_two_ranks_see_every_sample_exactly_once_per_epoch(export_dir):
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    expected = sorted(f"{i:010d}" for split in ("train",) for i in _image_ids(export_dir, split))
+    assert len(manifest["splits"]["train"]["shards"]) >= 4
+    orders = []
+    for epoch in (0, 1):
+        seen = []
+        for rank in (0, 1):
+            ds = ShardDataset(export_dir, "train", rank=rank, world_size=2, decode="raw")
+            ds.set_epoch(epoch)
+            keys = _keys(DataLoader(ds, batch_size=None, num_workers=2))
+            seen.append(keys)
+        assert not set(seen[0]) & set(seen[1])
+        assert sorted(seen[0] + seen[1]) == expected
+        orders.append(seen)
+    assert orders[0] != orders[1]  # a new epoch reshuffles
+    again = ShardDataset(export_dir, "train", rank=0, world_size=2, decode="raw")
+    again.set_epoch(1)
+    assert _keys(DataLoader(again, batch_size=None, num_workers=2)) == orders[1][0]  # and is repeatable
+
+
+def _image_ids(export_dir: Path, split: str) -> list[int]:
+    return [img["id"] for img in json.loads((export_dir / "coco" / f"{split}.json").read_text())["images"]]
+
+
+def test_batches_from_workers_arrive_as_tensors_and_targets(export_dir):
+    ds = ShardDataset(export_dir, "train", batch_size=4)
+    batches = list(DataLoader(ds, batch_size=None, num_workers=2))
+    assert sum(len(b["__key__"]) for b in batches) == ds.num_samples
+    for batch in batches:
+        for image, target in zip(batch["image"], batch["target"]):
+            assert image.dtype == torch.uint8 and image.shape == (3, target["height"], target["width"])
+            assert isinstance(target["instances"], list)
+    ds_pil = ShardDataset(export_dir, "train", decode="pil", batch_size=3)
+    assert next(iter(DataLoader(ds_pil, batch_size=None, num_workers=1)))["image"][0].mode == "RGB"
+
+
+@pytest.mark.parametrize("workers,batch_size", [(0, None), (2, None), (2, 3)])
+def test_resuming_mid_epoch_gives_the_rest_of_the_epoch(export_dir, workers, batch_size):
+    def run(ds):
+        return list(DataLoader(ds, batch_size=None, num_workers=workers))
+
+    full = ShardDataset(export_dir, "train", decode="raw", batch_size=batch_size)
+    full.set_epoch(3)
+    everything = [b["__key__"] for b in run(full)]
+    cut = len(everything) // 2 + 1
+    first = ShardDataset(export_dir, "train", decode="raw", batch_size=batch_size)
+    first.set_epoch(3)
+    taken = []
+    for item in DataLoader(first, batch_size=None, num_workers=workers):
+        taken.append(item["__key__"])
+        if len(taken) == cut:
+            break
+    state = first.state_dict(position=None if workers == 0 else len(taken))
+    assert state["position"] == cut and state["epoch"] == 3
+    resumed = ShardDataset(export_dir, "train", decode="raw", batch_size=batch_size)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    rest = [b["__key__"] for b in run(resumed)]
+    assert taken + rest == everything
+
+
+def test_round_robin_skips_match_the_dataloader_order():
+    assert _round_robin_skips(5, [3, 3]) == [3, 2]
+    assert _round_robin_skips(5, [1, 10]) == [1, 4]
+    assert _round_robin_skips(0, [4, 4]) == [0, 0]
+    assert _round_robin_skips(7, [2, 2, 5]) == [2, 2, 3]
+
+
+def test_a_tampered_shard_is_caught_by_its_checksum(export_dir):
+    shard = sorted(export_dir.glob("shards/train-*.tar"))[1]
+    data = bytearray(shard.read_bytes())
+    data[700] ^= 0xFF  # one flipped byte inside the first image
+    shard.write_bytes(bytes(data))
+    ds = ShardDataset(export_dir, "train", verify=True, shuffle=False)
+    with pytest.raises(ShardChecksumError, match=shard.name):
+        ds.verify_shards()
+    with pytest.raises(ShardChecksumError, match=shard.name):
+        list(ds)
+    assert len(list(ShardDataset(export_dir, "val", verify=True))) >= 0  # other splits still check out
+
+
+def _extract_images(export_dir: Path, split: str, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in export_dir.glob(f"shards/{split}-*.tar"):
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                if not member.name.endswith(".json"):
+                    (out / member.name).write_bytes(tar.extractfile(member).read())
+    return out
+
+
+def test_coco_dataset_gives_the_same_samples_as_the_shards(export_dir, tmp_path):
+    images = _extract_images(export_dir, "train", tmp_path / "images")
+    coco = CocoDataset(images, export_dir / "coco" / "train.json")
+    shard_samples = {s["target"]["image_id"]: s for s in ShardDataset(export_dir, "train")}
+    assert len(coco) == len(shard_samples)
+    for i in range(len(coco)):
+        image, target = coco[i]
+        sample = shard_samples[target["image_id"]]
+        assert torch.equal(image, sample["image"])
+        assert target["size"] == sample["target"]["size"]
+        strip = lambda insts: [{k: v for k, v in d.items() if k != "confidence"} for d in insts]  # noqa: E731
+        assert strip(target["instances"]) == strip(sample["target"]["instances"])
+        assert target["labels"] == sorted(sample["target"]["labels"])
+    loader = DataLoader(coco, batch_size=4, collate_fn=collate, num_workers=0)
+    images_b, targets_b = next(iter(loader))
+    assert len(targets_b) == 4 and len({len(t["instances"]) for t in targets_b}) >= 1
+
+
+def _target():
+    square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+    rle_parts = [[40, 5, 55, 5, 55, 20, 40, 20]]
+    rle = mask_utils.merge(mask_utils.frPyObjects(rle_parts, 48, 64))
+    return {
+        "image_id": 1, "size": [48, 64], "labels": [17],
+        "instances": [
+            {"id": 1, "category_id": 17, "bbox": [10.0, 10.0, 20.0, 20.0], "area": 400.0, "iscrowd": 0,
+             "segmentation": [square], "points": [[20.0, 20.0]]},
+            {"id": 2, "category_id": 3, "bbox": [40.0, 5.0, 15.0, 15.0], "area": float(mask_utils.area(rle)),
+             "iscrowd": 1, "segmentation": {"size": [48, 64], "counts": rle_counts(rle)}, "points": []},
+        ],
+        "points": [{"category_id": 17, "x": 20.0, "y": 20.0, "iscrowd": 0}],
+    }
+
+
+def test_random_crop_shifts_boxes_polygons_points_and_masks_like_landmarks():
+    image = torch.arange(3 * 48 * 64, dtype=torch.int64).remainder(251).to(torch.uint8).view(3, 48, 64)
+    rng = random.Random(4)
+    crop = RandomCrop((24, 40), generator=rng)
+    probe = random.Random(4)
+    top, left = probe.randint(0, 48 - 24), probe.randint(0, 64 - 40)
+    out, target = crop(image, _target())
+    assert out.shape == (3, 24, 40)
+    assert torch.equal(out, image[:, top: top + 24, left: left + 40])
+    full_mask = rle_to_mask(_target()["instances"][1]["segmentation"])
+    for inst in target["instances"]:
+        if inst["iscrowd"]:
+            assert torch.equal(inst["mask"], full_mask[top: top + 24, left: left + 40])
+        else:
+            xs, ys = inst["segmentation"][0][0::2], inst["segmentation"][0][1::2]
+            assert min(xs) >= 0 and max(xs) <= 40 and min(ys) >= 0 and max(ys) <= 24
+            assert inst["bbox"][0] == pytest.approx(max(10 - left, 0))
+            assert inst["bbox"][1] == pytest.approx(max(10 - top, 0))
+            if inst["points"]:
+                assert inst["points"] == [[20.0 - left, 20.0 - top]]
+    for p in target["points"]:
+        assert (p["x"], p["y"]) == (20.0 - left, 20.0 - top)
+
+
+def test_crop_drops_instances_outside_the_window_and_clips_the_rest():
+    image = torch.zeros(3, 48, 64, dtype=torch.uint8)
+
+    class Fixed:
+        def __init__(self, values):
+            self.values = list(values)
+
+        def randint(self, a, b):
+            return self.values.pop(0)
+
+    out, target = RandomCrop((20, 20), generator=Fixed([0, 0]))(image, _target())  # top=0, left=0
+    ids = [i["id"] for i in target["instances"]]
+    assert ids == [1]  # the crowd region at x>=40 is gone
+    assert target["instances"][0]["bbox"] == [10.0, 10.0, 10.0, 10.0]
+    assert target["instances"][0]["area"] == pytest.approx(100.0)
+    assert [(p["x"], p["y"]) for p in target["points"]] == [(20.0, 20.0)]  # on the window's edge: kept
+    _, target = RandomCrop((20, 20), generator=Fixed([28, 44]))(image, _target())  # top=28, left=44
+    assert target["points"] == [] and [i["id"] for i in target["instances"]] == []
+
+
+def test_flip_resize_and_to_tensor_move_everything_together():
+    image = torch.zeros(3, 48, 64, dtype=torch.uint8)
+    image[:, 10:30, 10:30] = 255
+    flipped, target = RandomHorizontalFlip(p=1.0)(image, _target())
+    box = target["instances"][0]["bbox"]
+    assert box == [34.0, 10.0, 20.0, 20.0]
+    assert torch.equal(flipped[:, 10:30, 34:54], image[:, 10:30, 10:30])
+    assert target["instances"][0]["points"] == [[44.0, 20.0]]
+    crowd = next(i for i in target["instances"] if i["iscrowd"])
+    assert torch.equal(crowd["mask"], rle_to_mask(_target()["instances"][1]["segmentation"]).flip(-1))
+    resized, target = Resize((24, 32))(flipped, target)
+    assert resized.shape == (3, 24, 32)
+    assert target["instances"][0]["bbox"] == pytest.approx([17.0, 5.0, 10.0, 10.0])
+    assert target["size"] == [24, 32]
+    tensor, _ = ToTensor()(resized, target)
+    assert tensor.dtype == torch.float32 and float(tensor.max()) <= 1.0
+    pil = Image_from(image)
+    pil_out, pil_target = Compose([RandomHorizontalFlip(p=1.0), Resize(24), ToTensor()])(pil, _target())
+    assert pil_out.shape == (3, 24, 32) and pil_target["instances"][0]["bbox"] == pytest.approx([17.0, 5.0, 10.0, 10.0])
+
+
+def Image_from(tensor):
+    from PIL import Image
+
+    return Image.fromarray(tensor.permute(1, 2, 0).numpy())
+
+
+def test_detection_targets_and_collate_handle_varying_instance_counts():
+    t1, t2 = _target(), {**_target(), "instances": []}
+    det = to_detection_target(t1)
+    assert det["boxes"].tolist()[0] == [10.0, 10.0, 30.0, 30.0] and det["labels"].tolist() == [17, 3]
+    assert to_detection_target(t2)["boxes"].shape == (0, 4)
+    batch = collate([{"__key__": "a", "image": torch.zeros(3, 4, 4), "target": t1},
+                     {"__key__": "b", "image": torch.zeros(3, 4, 4), "target": t2}])
+    assert batch["image"].shape == (2, 3, 4, 4) and len(batch["target"]) == 2
+    images, targets = collate([(torch.zeros(3, 4, 4), t1), (torch.zeros(3, 5, 4), t2)])
+    assert isinstance(images, list) and len(targets) == 2
+
+
+def test_the_torchvision_bridge_says_clearly_that_torchvision_is_missing():
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs torchvision"):
+            to_tv_tensors(torch.zeros(3, 4, 4, dtype=torch.uint8), _target())
+    else:
+        image, target = to_tv_tensors(torch.zeros(3, 48, 64, dtype=torch.uint8), _target())
+        assert target["boxes"].canvas_size == (48, 64)
+
+
+def test_rle_decoding_matches_pycocotools():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask = (rng.random((13, 17)) > 0.6).astype(np.uint8)
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        assert np.array_equal(rle_to_mask(rle).numpy(), mask)
+        assert np.array_equal(rle_to_mask({"size": rle["size"], "counts": rle_counts(rle)}).numpy(), mask)
+
+
+def test_tar_reader_matches_tarfile_with_long_names(tmp_path):
+    path = tmp_path / "t.tar"
+    names = ["a" * 120 + ".jpg", "dir/" + "b" * 150 + ".json", "short.txt"]
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for i, name in enumerate(names):
+            data = bytes([i]) * (i * 700 + 3)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with open(path, "rb") as f:
+        got = list(iter_tar(f))
+    assert [n for n, _ in got] == names
+    assert [len(d) for _, d in got] == [3, 703, 1403]
+    pax = tmp_path / "p.tar"
+    with tarfile.open(pax, "w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("ü" * 80 + ".json")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"{}"))
+    with open(pax, "rb") as f:
+        assert list(iter_tar(f)) == [("ü" * 80 + ".json", b"{}")]
