@@ -70,6 +70,14 @@ def point(images, categories):
 
 
 class _Recorder(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - a HIT page that frames a tool, as MTurk's worker site does
+        body = self.server.pages.get(self.path.split("?")[0], "").encode()
+        self.send_response(200 if body else 404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_POST(self):  # noqa: N802 - http.server's name
         length = int(self.headers.get("Content-Length", 0))
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
@@ -90,6 +98,7 @@ def turk_server():
     """A loopback stand-in for {turkSubmitTo}: records every form posted to it."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     server.posts = []
+    server.pages = {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     server.url = f"http://127.0.0.1:{server.server_address[1]}"

@@ -38,6 +38,26 @@ export function draftKey(task, host) {
   return `annotator:draft:${task.kind}:${task.task}:${who}`;
 }
 
+// localStorage, or (when the browser refuses storage to a framed page) a memory stand-in that
+// says so through `.persistent === false`.
+export function draftStorage(win = globalThis) {
+  try {
+    const s = win.localStorage;
+    const probe = "annotator:probe";
+    s.setItem(probe, "1");
+    s.removeItem(probe);
+    return s;
+  } catch {
+    const memory = new Map();
+    return {
+      persistent: false,
+      getItem: (k) => (memory.has(k) ? memory.get(k) : null),
+      setItem: (k, v) => memory.set(k, String(v)),
+      removeItem: (k) => memory.delete(k),
+    };
+  }
+}
+
 export function loadDraft(storage, key) {
   try {
     const raw = storage.getItem(key);

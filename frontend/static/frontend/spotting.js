@@ -84,9 +84,9 @@ export function mountSpotting(root, task) {
 
   view.el.addEventListener("pointerdown", (e) => {
     view.el.focus({ preventScroll: true });
+    if (e.button !== 0 && e.button !== 1) return; // right-click stays on its target (contextmenu)
     view.el.setPointerCapture(e.pointerId);
-    if (e.button === 1 || (e.button === 0 && view.spaceDown)) { view.startPan(e); return; }
-    if (e.button !== 0) return;
+    if (e.button === 1 || view.spaceDown) { view.startPan(e); return; }
     if (!shell.readOnly && e.target.classList.contains("spot")) { history.begin(); drag = e.target.dataset.id; return; }
     press = { x: e.clientX, y: e.clientY, panning: false };
   });

@@ -2,7 +2,7 @@
 // the draft kept in localStorage. Text from requesters and workers only ever goes through
 // textContent (el() below), never innerHTML.
 
-import { clearDraft, draftKey, loadDraft, postAnswer, readHost, saveDraft, submitToTurk } from "./host.js";
+import { clearDraft, draftKey, draftStorage, loadDraft, postAnswer, readHost, saveDraft, submitToTurk } from "./host.js";
 
 export function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -45,6 +45,7 @@ export class Shell {
     this.host = readHost(location.search, { pageOrigin: location.origin, directUser: task.direct_user || "" });
     this.readOnly = this.host.preview;
     this.draftKey = draftKey(task, this.host);
+    this.storage = draftStorage(window);
     this.submitting = false;
     this.onSubmit = null;
 
@@ -65,8 +66,10 @@ export class Shell {
       el("h1", { text: title }),
       el("span", { class: "subtitle", id: "subtitle", text: subtitle }),
       el("span", { class: "spacer" }),
-      this.status, this.submitButton);
-    root.replaceChildren(header, this.notice, this.error, el("div", { class: "body" }, this.main, this.side));
+      this.status, this.submitButton,
+      // Messages float over the work area, so the image never moves under the pointer.
+      el("div", { class: "messages" }, this.notice, this.error));
+    root.replaceChildren(header, el("div", { class: "body" }, this.main, this.side));
 
     document.addEventListener("keydown", (e) => {
       if ((e.ctrlKey || e.metaKey) && e.key === "Enter") { e.preventDefault(); this.submit(); }
@@ -75,6 +78,8 @@ export class Shell {
       root.classList.add("preview");
       this.submitButton.disabled = true;
       this.say("Preview: accept the HIT to start working. Nothing you do here can be submitted.");
+    } else if (this.storage.persistent === false) {
+      this.say("This browser keeps no work for framed pages: finish the task before leaving or reloading.");
     } else if (task.stored) {
       this.say(`Already submitted (${task.stored.summary}). Submitting again sends the stored answer.`);
     }
@@ -89,14 +94,11 @@ export class Shell {
     this.submitButton.title = why;
   }
 
-  loadDraft() { return this.readOnly ? null : loadDraft(localStorage, this.draftKey); }
-  saveDraft(value) {
-    if (this.readOnly) return;
-    clearTimeout(this._draftTimer);
-    this._draftTimer = setTimeout(() => saveDraft(localStorage, this.draftKey, value), 150);
-  }
-  flushDraft(value) { if (!this.readOnly) { clearTimeout(this._draftTimer); saveDraft(localStorage, this.draftKey, value); } }
-  clearDraft() { clearTimeout(this._draftTimer); clearDraft(localStorage, this.draftKey); }
+  loadDraft() { return this.readOnly ? null : loadDraft(this.storage, this.draftKey); }
+  // Called once per committed change (a whole drag is one), so writing at once is cheap.
+  saveDraft(value) { if (!this.readOnly) saveDraft(this.storage, this.draftKey, value); }
+  flushDraft(value) { this.saveDraft(value); }
+  clearDraft() { clearDraft(this.storage, this.draftKey); }
 
   // Build the answer (the tool's onSubmit returns it or throws Error(reason)), post it, then
   // hand the assignment back to the marketplace. Resolves to the server's reply or null.
