@@ -133,7 +133,7 @@ def _read_columns(source, columns: Sequence[str]) -> list[np.ndarray]:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{_name(source)} is empty: expected a header {','.join(columns)}")
-        header = [h.strip().lower() for h in header]
+        header = [h.strip().lstrip("\ufeff").strip().lower() for h in header]
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(f"{_name(source)}: header {header} lacks column(s) {missing}; expected {','.join(columns)}")
