@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from xml.sax.saxutils import escape
@@ -469,11 +468,6 @@ def worker_invite_create(*, account: RequesterAccount, uses: int = 1) -> WorkerI
     return WorkerInvite.objects.create(account=account, uses_left=uses)
 
 
-@dataclass
-class AcceptResult:
-    assignment: Assignment
-
-
 def assignment_accept(*, worker: WorkerProfile, hit_id: str) -> Assignment:
     """Give ``worker`` one assignment of the HIT, or raise ``WorkerError`` with the reason."""
     from crowd.marketplace import selectors  # selectors read; services write
@@ -493,9 +487,13 @@ def assignment_accept(*, worker: WorkerProfile, hit_id: str) -> Assignment:
         _recount(hit)
         if hit.num_available <= 0:
             raise WorkerError("All assignments of this HIT are taken. Try another HIT.")
-        assignment = Assignment.objects.create(
-            hit=hit, worker=worker, accept_time=now,
-            deadline=now + timedelta(seconds=hit.hit_type.assignment_duration))
+        try:
+            with transaction.atomic():
+                assignment = Assignment.objects.create(
+                    hit=hit, worker=worker, accept_time=now,
+                    deadline=now + timedelta(seconds=hit.hit_type.assignment_duration))
+        except IntegrityError:  # the one-per-worker constraint, should a lock ever be bypassed
+            raise WorkerError("You have already accepted or done this HIT; each worker may do it once.") from None
         _grant_auto_qualifications(worker, hit.hit_type)
         _recount(hit)
         hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
