@@ -62,7 +62,7 @@ class Built:
 def build_project(*, n_images: int = 12, owner=None, name: str = "Cats and dogs", seed: int = 0,
                   with_png: bool = True) -> Built:
     User = get_user_model()
-    owner = owner or User.objects.create_user(f"owner-{name.replace(' ', '-')}-{seed}", password="pw")
+    owner = owner or User.objects.create_user(f"owner-{name.replace(' ', '-')}-{seed}")
     project = Project.objects.create(name=name, owner=owner)
     cats = [
         Category.objects.create(project=project, coco_id=17, name="cat", supercategory="animal"),
@@ -101,6 +101,6 @@ def build_project(*, n_images: int = 12, owner=None, name: str = "Cats and dogs"
 
 def share(project: Project, role: str, username: str):
     User = get_user_model()
-    user = User.objects.create_user(username, password="pw")
+    user = User.objects.create_user(username)
     Membership.objects.create(project=project, user=user, role=role)
     return user
