@@ -71,5 +71,5 @@ class Command(BaseCommand):
                 raise CommandError("no task of the truth file has votes: nothing to score")
             true_labels = votes.label_index([truth[n] for n in names[scored]])
             correct = result.labels[idx[scored]] == true_labels
-            log.write(f"accuracy: {correct.mean():.4f} ({int(correct.sum())}/{int(scored.sum())} tasks scored"
+            log.write(f"accuracy: {correct.mean():.4f} ({int(correct.sum())} of {int(scored.sum())} scored tasks right"
                       f"{', ' + str(int((~scored).sum())) + ' truth tasks without votes' if (~scored).any() else ''})")
