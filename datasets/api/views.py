@@ -25,6 +25,21 @@ from datasets.services.tokens import api_token_create, api_token_revoke
 ERRORS = {401: OpenApiResponse(description="Not signed in"), 404: OpenApiResponse(description="No such object")}
 
 
+class ThrottleFirst:
+    """Count a request against the rate limit before checking permissions, so that anonymous
+    callers, refused with 401, are still throttled (DRF checks permissions first)."""
+
+    def initial(self, request, *args, **kwargs):
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        neg = self.perform_content_negotiation(request)
+        request.accepted_renderer, request.accepted_media_type = neg
+        version, scheme = self.determine_version(request, *args, **kwargs)
+        request.version, request.versioning_scheme = version, scheme
+        self.perform_authentication(request)
+        self.check_throttles(request)
+        self.check_permissions(request)
+
+
 class AnnotationCursor(CursorPagination):
     ordering = "id"
     page_size = 500
@@ -35,7 +50,7 @@ class AnnotationCursor(CursorPagination):
 # --- Projects ------------------------------------------------------------------------------
 
 
-class ProjectList(generics.ListAPIView):
+class ProjectList(ThrottleFirst, generics.ListAPIView):
     """Projects you own or that are shared with you."""
 
     serializer_class = s.ProjectSerializer
@@ -61,7 +76,7 @@ class ProjectList(generics.ListAPIView):
         return response
 
 
-class ProjectDetail(APIView):
+class ProjectDetail(ThrottleFirst, APIView):
     @extend_schema(responses={200: s.ProjectSerializer, **ERRORS})
     def get(self, request, project_id: int):
         project, role = perms.project_for(user=request.user, project_id=project_id)
@@ -71,7 +86,7 @@ class ProjectDetail(APIView):
         return Response(s.ProjectSerializer(project, context={"roles": {project.pk: role}}).data)
 
 
-class ProjectStatistics(APIView):
+class ProjectStatistics(ThrottleFirst, APIView):
     @extend_schema(responses={200: s.StatisticsSerializer, **ERRORS})
     def get(self, request, project_id: int):
         project, _ = perms.project_for(user=request.user, project_id=project_id)
@@ -98,7 +113,7 @@ class ProjectStatistics(APIView):
         return Response(s.StatisticsSerializer(data).data)
 
 
-class CategoryList(generics.ListAPIView):
+class CategoryList(ThrottleFirst, generics.ListAPIView):
     serializer_class = s.CategorySerializer
     pagination_class = None
     filter_backends: list = []
@@ -113,7 +128,7 @@ class CategoryList(generics.ListAPIView):
 # --- Images --------------------------------------------------------------------------------
 
 
-class ImageList(generics.ListAPIView):
+class ImageList(ThrottleFirst, generics.ListAPIView):
     """Images of a project. POST uploads files through the ingestion service."""
 
     serializer_class = s.ImageSerializer
@@ -148,7 +163,7 @@ class ImageList(generics.ListAPIView):
         return Response(s.ImportReportSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
-class ImageDetail(generics.RetrieveAPIView):
+class ImageDetail(ThrottleFirst, generics.RetrieveAPIView):
     serializer_class = s.ImageSerializer
 
     def get_object(self):
@@ -156,7 +171,7 @@ class ImageDetail(generics.RetrieveAPIView):
         return get_object_or_404(Image, project=project, pk=self.kwargs["image_id"])
 
 
-class ImageFile(APIView):
+class ImageFile(ThrottleFirst, APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes,
                               **ERRORS})
     def get(self, request, project_id: int, image_id: int):
@@ -170,7 +185,7 @@ class ImageFile(APIView):
 # --- Annotations ---------------------------------------------------------------------------
 
 
-class AnnotationList(generics.ListAPIView):
+class AnnotationList(ThrottleFirst, generics.ListAPIView):
     """Polygons of a project, filtered and cursor-paginated (stable under new writes)."""
 
     serializer_class = s.AnnotationSerializer
@@ -187,7 +202,7 @@ class AnnotationList(generics.ListAPIView):
 # --- Exports -------------------------------------------------------------------------------
 
 
-class ExportList(generics.ListAPIView):
+class ExportList(ThrottleFirst, generics.ListAPIView):
     """Export versions of a project, newest first. POST makes a new one and queues its build."""
 
     serializer_class = s.ExportSerializer
@@ -227,13 +242,13 @@ def _done(export: Export) -> Export:
     return export
 
 
-class ExportDetail(APIView):
+class ExportDetail(ThrottleFirst, APIView):
     @extend_schema(responses={200: s.ExportSerializer, **ERRORS})
     def get(self, request, project_id: int, number: int):
         return Response(s.ExportSerializer(_export(request, project_id, number)).data)
 
 
-class ExportCancel(APIView):
+class ExportCancel(ThrottleFirst, APIView):
     @extend_schema(request=None, responses={200: s.ExportSerializer, 409: OpenApiResponse(description="Finished"),
                                             **ERRORS})
     def post(self, request, project_id: int, number: int):
@@ -244,7 +259,7 @@ class ExportCancel(APIView):
         return Response(s.ExportSerializer(export).data)
 
 
-class ExportManifest(APIView):
+class ExportManifest(ThrottleFirst, APIView):
     @extend_schema(responses={200: OpenApiResponse(description="The export's manifest.json"),
                               409: OpenApiResponse(description="Not done"), **ERRORS})
     def get(self, request, project_id: int, number: int):
@@ -252,7 +267,7 @@ class ExportManifest(APIView):
         return Response(exports.export_manifest(export=export))
 
 
-class ExportFile(APIView):
+class ExportFile(ThrottleFirst, APIView):
     @extend_schema(responses={(200, "application/octet-stream"): bytes, (206, "application/octet-stream"): bytes,
                               409: OpenApiResponse(description="Not done"), **ERRORS})
     def get(self, request, project_id: int, number: int, name: str):
@@ -270,7 +285,7 @@ class ExportFile(APIView):
 # --- Tokens --------------------------------------------------------------------------------
 
 
-class TokenList(generics.ListAPIView):
+class TokenList(ThrottleFirst, generics.ListAPIView):
     """Your API tokens (never the tokens themselves). POST makes one and shows it once."""
 
     serializer_class = s.ApiTokenSerializer
@@ -290,7 +305,7 @@ class TokenList(generics.ListAPIView):
         return Response(data, status=status.HTTP_201_CREATED)
 
 
-class TokenRevoke(APIView):
+class TokenRevoke(ThrottleFirst, APIView):
     @extend_schema(request=None, responses={204: None, **ERRORS})
     def delete(self, request, token_id: int):
         token = ApiToken.objects.filter(user=request.user, pk=token_id).first()
