@@ -251,6 +251,10 @@ class _Opened:
                 src = c.stream()
                 try:
                     self.size = _copy_limited(src, spool, hasher, self.max_bytes)
+                except Refused:
+                    raise
+                except Exception as exc:  # a damaged archive member, a dropped S3 stream...
+                    raise Refused(f"cannot be read ({_plain(exc)})") from None
                 finally:
                     src.close()
                 self.sha256 = hasher.hexdigest()

@@ -162,3 +162,10 @@ def test_a_user_without_rights_cannot_import(client, project):
     client.force_login(staff)
     response = client.get(reverse("admin:datasets_project_import_images", args=[project.pk]))
     assert response.status_code == 403
+
+
+def test_project_change_page_links_to_both_imports_and_edits_memberships(admin_client, project):
+    html = admin_client.get(reverse("admin:datasets_project_change", args=[project.pk])).content.decode()
+    assert reverse("admin:datasets_project_import_images", args=[project.pk]) in html
+    assert reverse("admin:datasets_project_import_categories", args=[project.pk]) in html
+    assert "memberships-TOTAL_FORMS" in html

@@ -12,7 +12,7 @@ from datasets.models import Category, Image, ImageImport, Project
 from tests.datasets.conftest import image_bytes, jpeg_bytes
 from tests.factories import ProjectFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres_matrix]
 
 
 def run(*args, **kwargs) -> tuple[str, str]:

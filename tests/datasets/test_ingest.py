@@ -387,13 +387,41 @@ def test_archive_total_uncompressed_limit(project, tmp_path, settings):
     assert "big.zip" in result.error and "uncompressed is over the limit" in result.error
 
 
-def test_a_damaged_archive_says_so(project, tmp_path):
+def test_half_a_zip_is_one_bad_file_for_the_command_and_a_failed_archive_for_the_admin(project, tmp_path):
+    whole = make_zip(tmp_path / "x.zip", {"a.jpg": jpeg_bytes(seed=70)}).read_bytes()
     bad = tmp_path / "broken.zip"
-    data = make_zip(tmp_path / "x.zip", {"a.jpg": jpeg_bytes(seed=70)}).read_bytes()
-    bad.write_bytes(data[: len(data) // 2])
+    bad.write_bytes(whole[: len(whole) // 2])
+    # Half a zip has no central directory: neither a zip nor a tar.
     result = images_import(project=project, source=source_for_path(bad))
-    # Half a zip has no central directory: it is neither a zip nor a tar, so it is one bad file.
-    assert result.imported == 0 and result.failed == 1
+    assert (result.imported, result.failed) == (0, 1)
+    assert_failed(result, "broken.zip", "not an image")
+    result = images_import(project=project, source=source_archive(bad))
+    assert result.status == ImageImport.Status.FAILED
+    assert result.error == "broken.zip: not a zip or tar archive"
+
+
+def test_a_zip_member_with_damaged_data_is_refused_and_the_others_imported(project, tmp_path):
+    good, victim = jpeg_bytes(seed=73), jpeg_bytes(seed=74)
+    data = bytearray(make_zip(tmp_path / "tmp.zip", {"good.jpg": good, "victim.jpg": victim}, compression=zipfile.ZIP_STORED).read_bytes())
+    middle = len(victim) // 2
+    at = data.find(victim[middle : middle + 20])
+    data[at : at + 20] = bytes(20)
+    (tmp_path / "damaged.zip").write_bytes(bytes(data))
+    result = images_import(project=project, source=source_archive(tmp_path / "damaged.zip"))
+    assert_failed(result, "victim.jpg", "cannot be read", "Bad CRC-32")
+    assert_imported(result, "good.jpg")
+
+
+def test_a_tar_cut_short_keeps_the_members_before_the_cut(project, tmp_path):
+    archive = tmp_path / "cut.tar"
+    with tarfile.open(archive, "w") as tf:
+        add_tar_member(tf, "first.jpg", jpeg_bytes(seed=75))
+        add_tar_member(tf, "second.jpg", jpeg_bytes(300, 200, seed=76))
+    data = archive.read_bytes()
+    archive.write_bytes(data[: data.find(b"second.jpg") + 512 + 3000])
+    result = images_import(project=project, source=source_archive(archive))
+    assert_imported(result, "first.jpg")
+    assert_failed(result, "second.jpg", "cannot be read", "unexpected end of data")
 
 
 def test_oversized_archive_member_is_refused_from_its_header(project, tmp_path, settings):

@@ -12,7 +12,7 @@ from datasets.services.ingest import images_import, report_message
 from datasets.services.ingest_sources import source_s3
 from tests.datasets.conftest import entry_for, image_bytes, jpeg_bytes, png_claiming
 
-pytestmark = [pytest.mark.django_db, pytest.mark.services]
+pytestmark = [pytest.mark.django_db, pytest.mark.services, pytest.mark.postgres_matrix]
 
 
 @pytest.fixture
