@@ -252,12 +252,12 @@ export class OutlineEditor {
     this.view.el.focus({ preventScroll: true });
     if (e.button === 1 || (e.button === 0 && this.view.spaceDown)) {
       e.preventDefault();
-      this.view.el.setPointerCapture(e.pointerId);
+      this.view.capture(e);
       this.view.startPan(e);
       return;
     }
     if (e.button !== 0) return;
-    this.view.el.setPointerCapture(e.pointerId);
+    this.view.capture(e);
     const t = e.target;
     if (!this.readOnly && t.classList.contains("vertex")) {
       const id = t.dataset.part, index = +t.dataset.index;

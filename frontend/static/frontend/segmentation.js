@@ -8,7 +8,7 @@ export function mountSegmentation(root, task) {
   const shell = new Shell(root, task, {
     title: "Outline the object",
     subtitle: `${task.category.name} · ${task.project.name}`,
-    instructions: `Trace the ${task.category.name} marked by the yellow dot, close to its edge. ` +
+    instructions: `Trace the ${task.category.name} marked by the pink dot, close to its edge. ` +
       "If something hides part of it, outline each visible piece as its own part (N).",
     shortcuts: EDITOR_SHORTCUTS,
   });
@@ -37,6 +37,7 @@ export function mountSegmentation(root, task) {
     return { schema: task.schema, version: task.version, point: task.point.id, parts: editor.flatParts() };
   };
   refresh();
+  performance.mark("annotator:mounted");
   window.annotatorTool = { shell, editor };
   return { shell, editor };
 }

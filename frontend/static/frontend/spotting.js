@@ -85,7 +85,7 @@ export function mountSpotting(root, task) {
   view.el.addEventListener("pointerdown", (e) => {
     view.el.focus({ preventScroll: true });
     if (e.button !== 0 && e.button !== 1) return; // right-click stays on its target (contextmenu)
-    view.el.setPointerCapture(e.pointerId);
+    view.capture(e);
     if (e.button === 1 || view.spaceDown) { view.startPan(e); return; }
     if (!shell.readOnly && e.target.classList.contains("spot")) { history.begin(); drag = e.target.dataset.id; return; }
     press = { x: e.clientX, y: e.clientY, panning: false };

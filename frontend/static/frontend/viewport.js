@@ -7,6 +7,8 @@
 import { fit, panBy, pathData, toImage, toScreen, zoomAt } from "./geometry.js";
 import { el, svg } from "./ui.js";
 
+const EXISTING_PER_PATH = 100;
+
 export class Viewport {
   constructor(parent, image, { existing = [], label = "Image" } = {}) {
     this.image = image;
@@ -35,10 +37,14 @@ export class Viewport {
     new ResizeObserver(() => { if (!this.userMoved) this.fitToView(); }).observe(this.el);
   }
 
-  // existing: a list of outlines, each a list of flat parts [x1, y1, ...]
+  // existing: a list of outlines, each a list of flat parts [x1, y1, ...]. They are drawn
+  // EXISTING_PER_PATH outlines to one <path>: few elements keep paint cheap at thousands.
   setExisting(existing) {
     const frag = document.createDocumentFragment();
-    for (const parts of existing) frag.appendChild(svg("path", { d: pathData(parts) }));
+    for (let i = 0; i < existing.length; i += EXISTING_PER_PATH) {
+      const d = existing.slice(i, i + EXISTING_PER_PATH).map((parts) => pathData(parts)).join("");
+      frag.appendChild(svg("path", { d, "fill-rule": "nonzero" }));
+    }
     this.existingSvg.replaceChildren(frag);
   }
 
@@ -99,6 +105,11 @@ export class Viewport {
     e.preventDefault();
     const delta = e.deltaMode === 1 ? e.deltaY * 16 : e.deltaY;
     this.zoomBy(Math.exp(-delta * 0.0015), this.screenPoint(e));
+  }
+
+  // Keep pointer events coming to the viewport during a press (ignored for synthetic pointers).
+  capture(e) {
+    try { this.el.setPointerCapture(e.pointerId); } catch { /* not an active pointer */ }
   }
 
   startPan(e) {
