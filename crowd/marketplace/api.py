@@ -98,10 +98,20 @@ def _new_hit(account: RequesterAccount, hit_type, p: dict) -> dict:
     if not p.get("Question"):
         raise errors.RequestError(f"Either Question or HITLayoutId must be provided. {errors._stamp()}",
                                   "AWS.MechanicalTurk.InvalidParameterValue")
-    hit = services.hit_create(
-        account=account, hit_type=hit_type, question=p["Question"], lifetime=p["LifetimeInSeconds"],
-        max_assignments=p.get("MaxAssignments", 1), requester_annotation=p.get("RequesterAnnotation", ""),
-        unique_request_token=p.get("UniqueRequestToken", ""))
+    def create():
+        return services.hit_create(
+            account=account, hit_type=hit_type, question=p["Question"], lifetime=p["LifetimeInSeconds"],
+            max_assignments=p.get("MaxAssignments", 1), requester_annotation=p.get("RequesterAnnotation", ""),
+            unique_request_token=p.get("UniqueRequestToken", ""))
+
+    try:
+        hit = create()
+    except errors.RequestError as exc:
+        if exc.turk_error_code != "AWS.MechanicalTurk.InsufficientFunds":
+            raise
+        # Money of expired HITs may not be released yet (creating skips the catch-up): do it, retry.
+        services.catch_up(account_id=account.pk)
+        hit = create()
     hit.hit_type = hit_type
     return {"HIT": _hit_out(hit, clock.now())}
 

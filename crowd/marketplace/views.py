@@ -29,6 +29,13 @@ from crowd.marketplace.models import QualificationType, WorkerProfile
 log = logging.getLogger(__name__)
 TARGET_PREFIX = "MTurkRequesterServiceV20170117."
 CONTENT_TYPE = "application/x-amz-json-1.1"
+# Operations whose answer depends on what time has made due (abandoned work, auto-approval,
+# expired HITs); the rest (creating things, qualifications, blocks) skip the catch-up queries.
+TIME_DEPENDENT = frozenset({
+    "GetHIT", "ListHITs", "ListReviewableHITs", "UpdateHITReviewStatus", "UpdateExpirationForHIT", "DeleteHIT",
+    "ListAssignmentsForHIT", "GetAssignment", "ApproveAssignment", "RejectAssignment", "SendBonus",
+    "GetAccountBalance",
+})
 
 
 # --- Requester API -----------------------------------------------------------------------------
@@ -76,7 +83,8 @@ def _dispatch(request, request_id: str) -> dict:
     if problems:
         raise errors.ValidationError(shapes.summarize(problems))
     account = key.account
-    services.catch_up(account_id=account.pk)
+    if name in TIME_DEPENDENT:
+        services.catch_up(account_id=account.pk)
     result = api.HANDLERS[name](account, params, {"request_id": request_id})
     wire = shapes.to_wire(operation.output_shape, result) if operation.output_shape else {}
     if getattr(settings, "MARKETPLACE_VALIDATE_RESPONSES", True):

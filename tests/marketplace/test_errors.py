@@ -241,3 +241,12 @@ def test_override_rejection(market):
     mturk.approve_assignment(AssignmentId=aid, OverrideRejection=True)
     assert mturk.get_assignment(AssignmentId=aid)["Assignment"]["AssignmentStatus"] == "Approved"
     assert mturk.get_account_balance()["AvailableBalance"] == "0.76"
+
+
+def test_money_of_an_expired_hit_is_usable_at_once(market, time_machine):
+    mturk = market.requester("req", balance="0.12").client()
+    mturk.create_hit(**hit_kwargs(market, Reward="0.10", LifetimeInSeconds=60))
+    assert mturk.get_account_balance()["AvailableBalance"] == "0.00"
+    time_machine.advance(seconds=61)
+    # No read in between: CreateHIT itself finds the released money.
+    assert mturk.create_hit(**hit_kwargs(market, Reward="0.10"))["HIT"]["HITStatus"] == "Assignable"
