@@ -49,48 +49,51 @@ class Votes:
 
     def label_index(self, names: Iterable[str]) -> np.ndarray:
         """Indices of the given label names (``-1`` for a name never seen in the votes)."""
-        return _lookup(self.label_names, np.asarray(list(names), dtype=str))
+        return _lookup(self.label_names, [str(n) for n in names])
 
     def item_index(self, names: Iterable[str]) -> np.ndarray:
         """Indices of the given task names (``-1`` for a task without votes)."""
-        return _lookup(self.item_names, np.asarray(list(names), dtype=str))
+        return _lookup(self.item_names, [str(n) for n in names])
 
 
-def sorted_names(names: np.ndarray) -> np.ndarray:
-    """Unique names, in numeric order when all of them are integers, else in string order."""
-    unique = np.unique(names)
+def _name_order(unique: list[str]) -> list[str]:
+    """Numeric order when every name is an integer, else string order."""
     try:
-        as_int = np.array([int(n) for n in unique])
+        return sorted(unique, key=int)
     except ValueError:
-        return unique
-    return unique[np.argsort(as_int, kind="stable")]
+        return sorted(unique)
 
 
-def _lookup(sorted_or_not: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    order = np.argsort(sorted_or_not, kind="stable")
-    keys = sorted_or_not[order]
-    pos = np.searchsorted(keys, queries)
-    pos_clipped = np.minimum(pos, max(len(keys) - 1, 0))
-    found = (pos < len(keys)) & (keys[pos_clipped] == queries) if len(keys) else np.zeros(len(queries), bool)
-    out = np.full(len(queries), -1, dtype=np.int64)
-    out[found] = order[pos_clipped[found]]
-    return out
+def sorted_names(names) -> np.ndarray:
+    """Unique names, in numeric order when all of them are integers, else in string order."""
+    return np.array(_name_order(list(dict.fromkeys(str(n) for n in names))), dtype=str)
 
 
-def _encode_column(values: np.ndarray, names: np.ndarray | None, what: str) -> tuple[np.ndarray, np.ndarray]:
+def _lookup(names: np.ndarray, queries) -> np.ndarray:
+    """Index of each query in ``names`` (``-1`` when absent)."""
+    position = {n: i for i, n in enumerate(np.asarray(names, dtype=str).tolist())}
+    get = position.get
+    return np.array([get(q, -1) for q in queries], dtype=np.int64)
+
+
+def _encode_column(values: list[str], names, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes for ``values`` in sorted name order, through a dict (fast for long strings such
+    as URLs, where sorting a NumPy string array is slow)."""
     if names is None:
-        names = sorted_names(values)
-    else:
-        names = np.asarray(names, dtype=str)
-        if len(np.unique(names)) != len(names):
-            raise ValueError(f"the {what} names given are not unique")
+        ordered = _name_order(list(dict.fromkeys(values)))  # dict.fromkeys: unique names at C speed
+        position = {n: i for i, n in enumerate(ordered)}
+        codes = np.array([position[v] for v in values], dtype=np.int64)
+        return codes, np.array(ordered, dtype=str)
+    names = np.asarray(names, dtype=str)
+    if len(set(names.tolist())) != len(names):
+        raise ValueError(f"the {what} names given are not unique")
     codes = _lookup(names, values)
     if (codes < 0).any():
-        unknown = np.unique(values[codes < 0])
-        shown = ", ".join(repr(str(u)) for u in unknown[:5])
+        unknown = sorted({values[i] for i in np.flatnonzero(codes < 0)})
+        shown = ", ".join(repr(u) for u in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise ValueError(f"unknown {what}: {shown}{more} (allowed: {', '.join(map(str, names[:10]))})")
-    return codes.astype(np.int64), names
+    return codes, names
 
 
 def encode(
@@ -105,19 +108,24 @@ def encode(
     ``classes`` fixes the label set and its order; a label outside it is an error. Without it
     the classes are the labels seen, sorted (numerically if all are integers).
     """
-    t = np.asarray(tasks, dtype=str)
-    w = np.asarray(workers, dtype=str)
-    lab = np.asarray(labels, dtype=str)
+    t, w, lab = (_as_str_list(x) for x in (tasks, workers, labels))
     if not (len(t) == len(w) == len(lab)):
         raise ValueError(f"tasks, workers and labels differ in length: {len(t)}, {len(w)}, {len(lab)}")
     if len(t) == 0:
         raise ValueError("no votes: at least one task,worker,label row is needed")
-    if (lab == "").any():
-        raise ValueError(f"{int((lab == '').sum())} vote(s) have an empty label")
+    empty = lab.count("")
+    if empty:
+        raise ValueError(f"{empty} vote(s) have an empty label")
     items, item_names = _encode_column(t, None, "task")
     workers_i, worker_names = _encode_column(w, None, "worker")
     labels_i, label_names = _encode_column(lab, classes, "label")
     return Votes(items, workers_i, labels_i, item_names, worker_names, label_names)
+
+
+def _as_str_list(values) -> list[str]:
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
+    return [v if isinstance(v, str) else str(v) for v in values]
 
 
 def _open_text(source: str | Path | _io.TextIOBase):
@@ -126,7 +134,7 @@ def _open_text(source: str | Path | _io.TextIOBase):
     return source
 
 
-def _read_columns(source, columns: Sequence[str]) -> list[np.ndarray]:
+def _read_columns(source, columns: Sequence[str]) -> list[list[str]]:
     handle = _open_text(source)
     try:
         reader = csv.reader(handle)
@@ -146,10 +154,7 @@ def _read_columns(source, columns: Sequence[str]) -> list[np.ndarray]:
     short = [n for n, r in enumerate(rows) if len(r) < width]
     if short:
         raise ValueError(f"{_name(source)}: row {short[0] + 2} has {len(rows[short[0]])} field(s), expected {len(header)}")
-    if not rows:
-        return [np.array([], dtype=str) for _ in columns]
-    table = np.array(rows, dtype=object)
-    return [np.char.strip(table[:, i].astype(str)) for i in idx]
+    return [[r[i].strip() for r in rows] for i in idx]
 
 
 def _name(source) -> str:
@@ -170,7 +175,7 @@ def read_votes(source: str | Path | _io.TextIOBase, *, classes: Sequence[str] | 
 def read_truth(source: str | Path | _io.TextIOBase) -> dict[str, str]:
     """Read a ``task,label`` CSV of true labels into a dict."""
     tasks, labels = _read_columns(source, ("task", "label"))
-    return dict(zip(tasks.tolist(), labels.tolist()))
+    return dict(zip(tasks, labels))
 
 
 def write_labels(
