@@ -311,6 +311,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.workers < args.assignments:
         parser.error("--workers must be at least --assignments (one assignment per worker per HIT)")
+    # A SIGTERM unwinds through run()'s finally, so the server it started stops too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
     result = run(args)
     print_table(result)
     print(json.dumps(result))

@@ -136,7 +136,7 @@ class HIT(models.Model):
     hit_type = models.ForeignKey(HITType, on_delete=models.PROTECT, related_name="hits")
     question = models.TextField()
     question_kind = models.CharField(max_length=16)  # ExternalQuestion | HTMLQuestion
-    external_url = models.URLField(max_length=2000, blank=True)
+    external_url = models.CharField(max_length=2000, blank=True)  # checked by questions.check_external_url
     html_content = models.TextField(blank=True)
     frame_height = models.PositiveIntegerField(default=0)
     requester_annotation = models.CharField(max_length=255, blank=True)
