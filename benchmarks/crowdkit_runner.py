@@ -47,6 +47,8 @@ def main():
                 continue
             seconds = time.perf_counter() - started
             res[method] = {"seconds": seconds, "labels": {str(k): str(v) for k, v in labels.items()}}
+            if hasattr(model, "loss_history_"):
+                res[method]["n_iter"] = len(model.loss_history_)
             print(f"crowd-kit {method} on {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
         out["sets"][name] = res
     if job.get("synthetic"):
@@ -60,6 +62,8 @@ def main():
             seconds = time.perf_counter() - started
             pred = labels.reindex(np.arange(len(truth))).to_numpy()
             out["synthetic"][method] = {"seconds": seconds, "accuracy": float(np.mean(pred == truth))}
+            if hasattr(model, "loss_history_"):
+                out["synthetic"][method]["n_iter"] = len(model.loss_history_)
             print(f"crowd-kit {method} on synthetic: {seconds:.2f} s", file=sys.stderr, flush=True)
     print(json.dumps(out))
 

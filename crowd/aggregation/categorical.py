@@ -67,7 +67,9 @@ def _finish(scores, n_votes, method, tie, seed, priority=None, **extra) -> Aggre
     rng = np.random.default_rng(seed) if tie == "random" else None
     labels = pick_max(scores, priority if tie == "prior" else None, rng)
     labels = np.where(n_votes > 0, labels, -1)
-    return Aggregation(labels=labels, posteriors=normalise_rows(scores), n_votes=n_votes, method=method, **extra)
+    # posteriors are shares of the (weighted) votes; negative weights count as none there
+    return Aggregation(labels=labels, posteriors=normalise_rows(np.maximum(scores, 0.0)), n_votes=n_votes,
+                       method=method, **extra)
 
 
 def majority_vote(
@@ -87,7 +89,8 @@ def majority_vote(
       the lower index.
     - ``"random"``: uniformly among the tied classes, from ``numpy.random.default_rng(seed)``.
 
-    ``weights`` (one per worker) turns it into a weighted vote.
+    ``weights`` (one per worker) turns it into a weighted vote (e.g. log-odds of accuracy, see
+    :mod:`.verification`); the posterior is then each class's share of the positive weight.
     """
     items, workers, labels, n_items, n_workers, n_classes = check_votes(items, workers, labels, n_items, n_workers, n_classes)
     w = None

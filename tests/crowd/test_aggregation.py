@@ -244,3 +244,21 @@ def test_rte_has_65_ties_and_the_tie_rule_matters():
 def test_textbook_maximum_likelihood_ds_on_adult_is_the_published_748():
     acc, _ = _score("adult", "ds", prior_correct=0.0)
     assert acc == pytest.approx(0.748, abs=0.001)
+
+
+def test_aggregation_is_pure_numpy_without_django():
+    """The aggregation package must import and run without Django (ARCHITECTURE: tested alone)."""
+    import subprocess
+    import sys
+
+    from tests.crowd.aggregation_data import REPO
+
+    code = (
+        "import sys; import crowd.aggregation as a; import crowd.aggregation.clicks, crowd.aggregation.adaptive, "
+        "crowd.aggregation.quality, crowd.aggregation.verification; "
+        "a.dawid_skene([0, 0, 1], [0, 1, 0], [1, 1, 0]); "
+        "assert not [m for m in sys.modules if m.split('.')[0] in ('django', 'pandas')], 'imported Django or pandas'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
