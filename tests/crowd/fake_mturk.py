@@ -27,6 +27,7 @@ import hashlib
 import json
 import re
 import secrets
+import socket
 import string
 import threading
 from collections import Counter, defaultdict
@@ -507,6 +508,11 @@ def answer_xml(fields: dict[str, str]) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server: "FakeMTurkServer"
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Answer in one segment, not headers then body held back by Nagle and delayed ACKs.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
