@@ -232,6 +232,7 @@ def dawid_skene(
     pseudo = smoothing + prior_correct * np.eye(K)  # [l, k]
     g = _Grouped(items, workers, labels, n_items, n_workers, n_classes)
     has_votes = g.n_votes > 0
+    all_voted = bool(has_votes.all())
     n_total = len(items)
     post = _initial_posteriors(items, labels, n_items, K, init)
     history: list[float] = []
@@ -239,7 +240,7 @@ def dawid_skene(
     it = 0
     for it in range(1, max_iter + 1):
         # M-step
-        prior = np.maximum(post[has_votes].mean(axis=0), 1e-10)
+        prior = np.maximum((post if all_voted else post[has_votes]).mean(axis=0), 1e-10)
         counts = g.sum_over_pairs(post).reshape(n_workers, K, K) + pseudo  # [w, l, k]
         counts = np.maximum(counts, 1e-10)
         confusion = counts / counts.sum(axis=1, keepdims=True)  # normalise over l for each (w, k)
@@ -247,7 +248,7 @@ def dawid_skene(
         log_conf_pairs = np.log(confusion).reshape(n_workers * K, K)  # row (w, l) -> log P(l | k) over k
         log_joint = np.log(prior) + g.sum_over_items(log_conf_pairs)
         post, log_norm = softmax_rows(log_joint)
-        ll = float(log_norm[has_votes].sum()) / n_total
+        ll = float((log_norm if all_voted else log_norm[has_votes]).sum()) / n_total
         if history and ll - history[-1] < tol:
             history.append(ll)
             converged = True
