@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 from typing import Iterator
 
-from django.core.files.storage import default_storage
 from django.http import HttpResponse, StreamingHttpResponse
+
+from datasets.exports.streams import open_stream
 
 CHUNK = 256 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -38,38 +39,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None | str:
     return start, min(end, size - 1)
 
 
-def _local_chunks(path: str, start: int, length: int) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = length
-        while left > 0:
-            block = f.read(min(CHUNK, left))
-            if not block:
-                return
-            left -= len(block)
-            yield block
-
-
 def _storage_chunks(name: str, start: int, length: int) -> Iterator[bytes]:
-    storage = default_storage
-    try:
-        storage.path(name)
-    except NotImplementedError:
-        pass
-    else:
-        yield from _local_chunks(storage.path(name), start, length)
+    if length <= 0:
         return
-    bucket = getattr(storage, "bucket", None)
-    if bucket is not None and length > 0:  # django-storages S3: ask S3 for just the range
-        key = storage._normalize_name(storage._clean_name(name))  # noqa: SLF001 - its own key mapping
-        body = bucket.Object(key).get(Range=f"bytes={start}-{start + length - 1}")["Body"]
-        try:
-            yield from body.iter_chunks(CHUNK)
-        finally:
-            body.close()
-        return
-    with storage.open(name, "rb") as f:
-        f.seek(start)
+    with open_stream(name, start, length) as f:
         left = length
         while left > 0:
             block = f.read(min(CHUNK, left))

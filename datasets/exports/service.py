@@ -36,6 +36,7 @@ from datasets.exports.selection import (
     shuffle_key,
 )
 from datasets.exports.shards import ShardFile, plan_shards
+from datasets.exports.streams import open_stream
 from datasets.exports.tarwriter import TarWriter
 from datasets.models import Export, Project
 
@@ -213,7 +214,7 @@ class _Publisher:
 
 
 def _open_image(record: dict[str, Any]) -> BinaryIO:
-    return default_storage.open(record["image"].file.name, "rb")
+    return open_stream(record["image"].file.name)
 
 
 def _class_map(selection: Selection) -> list[dict[str, Any]]:
