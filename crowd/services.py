@@ -26,7 +26,7 @@ from typing import Any, Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import Count, F, Q, Sum
 
 from crowd import clock, crypto, rules, seams
 from crowd.answers import AnswerXMLError, check_task_url, external_question_xml, parse_answer_xml
@@ -441,28 +441,76 @@ def _answer_for(agent: Agent, stored: seams.StoredAnswer | None) -> tuple[Any, s
 _PROVIDER_STATE = {"Approved": Assignment.State.APPROVED, "Rejected": Assignment.State.REJECTED}
 
 
-def assignment_record(*, hit: HIT, agent: Agent, stored: seams.StoredAnswer | None) -> Assignment:
-    """Upsert an assignment the provider listed (so it exists: CONFIRMED, or its final state)."""
-    worker = _worker(agent.worker_id)
+def _workers(provider_worker_ids: Iterable[str]) -> dict[str, Worker]:
+    """Worker rows by provider id, made when missing (two or three queries for any number)."""
+    ids = set(provider_worker_ids)
+    found = {w.provider_worker_id: w for w in Worker.objects.filter(provider_worker_id__in=ids)}
+    missing = ids - found.keys()
+    if missing:
+        Worker.objects.bulk_create([Worker(provider_worker_id=w) for w in missing], ignore_conflicts=True)
+        found.update({w.provider_worker_id: w for w in Worker.objects.filter(provider_worker_id__in=missing)})
+    return found
+
+
+def _record(*, hit: HIT, agent: Agent, stored: seams.StoredAnswer | None, worker: Worker,
+            existing: Assignment | None) -> Assignment:
     answer, source, xml = _answer_for(agent, stored)
     now = clock.now()
     values = {"hit": hit, "worker": worker, "provider_status": agent.status, "answer_xml": xml, "answer": answer,
               "answer_source": source, "task_answer_ref": stored.id if stored else None,
               "submitted_at": agent.submitted_at}
-    assignment, created = Assignment.objects.get_or_create(
-        provider_assignment_id=agent.id,
-        defaults={**values, "state": Assignment.State.CONFIRMED, "confirmed_at": now},
-    )
-    if not created and assignment.state in (Assignment.State.PENDING, Assignment.State.INVALID):
-        Assignment.objects.filter(pk=assignment.pk, state=assignment.state).update(
-            **values, state=Assignment.State.CONFIRMED, confirmed_at=now)
-        assignment.refresh_from_db()
+    assignment = existing
+    if assignment is None:
+        assignment, _ = Assignment.objects.get_or_create(
+            provider_assignment_id=agent.id,
+            defaults={**values, "state": Assignment.State.CONFIRMED, "confirmed_at": now},
+        )
+    if assignment.state in (Assignment.State.PENDING, Assignment.State.INVALID):
+        if Assignment.objects.filter(pk=assignment.pk, state=assignment.state).update(
+                **values, state=Assignment.State.CONFIRMED, confirmed_at=now):
+            for k, v in values.items():
+                setattr(assignment, k, v)
+            assignment.state, assignment.confirmed_at = Assignment.State.CONFIRMED, now
+        else:
+            assignment.refresh_from_db()
+    assignment.hit = hit
     final = _PROVIDER_STATE.get(agent.status)
     if final and assignment.state == Assignment.State.CONFIRMED:
         # Decided at the provider (auto-approval, or our call went through before a crash).
         _transition(assignment, final, feedback=agent.feedback)
-        assignment.refresh_from_db()
     return assignment
+
+
+def assignment_record(*, hit: HIT, agent: Agent, stored: seams.StoredAnswer | None) -> Assignment:
+    """Upsert an assignment the provider listed (so it exists: CONFIRMED, or its final state)."""
+    worker = _workers([agent.worker_id])[agent.worker_id]
+    existing = Assignment.objects.filter(provider_assignment_id=agent.id).first()
+    return _record(hit=hit, agent=agent, stored=stored, worker=worker, existing=existing)
+
+
+def assignments_record(*, hit: HIT, agents: list[Agent]) -> list[Assignment]:
+    """``assignment_record`` for every assignment of a HIT, with a constant number of lookups."""
+    if not agents:
+        return []
+    stored = seams.stored_answers(a.id for a in agents)
+    workers = _workers(a.worker_id for a in agents)
+    ids = [a.id for a in agents]
+    existing = {a.provider_assignment_id: a for a in Assignment.objects.filter(provider_assignment_id__in=ids)}
+    new = [a for a in agents if a.id not in existing]
+    if new:
+        now = clock.now()
+        rows = []
+        for agent in new:
+            answer, source, xml = _answer_for(agent, stored.get(agent.id))
+            rows.append(Assignment(
+                provider_assignment_id=agent.id, hit=hit, worker=workers[agent.worker_id],
+                provider_status=agent.status, answer_xml=xml, answer=answer, answer_source=source,
+                task_answer_ref=stored[agent.id].id if agent.id in stored else None,
+                submitted_at=agent.submitted_at, state=Assignment.State.CONFIRMED, confirmed_at=now))
+        Assignment.objects.bulk_create(rows, ignore_conflicts=True)  # a racing sync may have made some
+        existing = {a.provider_assignment_id: a for a in Assignment.objects.filter(provider_assignment_id__in=ids)}
+    return [_record(hit=hit, agent=agent, stored=stored.get(agent.id), worker=workers[agent.worker_id],
+                    existing=existing.get(agent.id)) for agent in agents]
 
 
 def assignment_note_answer(*, assignment_id: str, worker_id: str, hit_id: str) -> Assignment:
@@ -524,28 +572,36 @@ def answers_collect(*, since_hours: float = 48, provider: CrowdProvider | None =
 # --- Review and payment -------------------------------------------------------------------------
 
 def _transition(assignment: Assignment, state: str, *, feedback: str = "") -> bool:
-    """CONFIRMED -> APPROVED/REJECTED once; the worker's counters move only on the one that wins."""
-    values: dict[str, Any] = {"state": state, "decided_at": clock.now(),
+    """CONFIRMED -> APPROVED/REJECTED once; the worker's counters and the reward move only with
+    the update that wins, in the same transaction."""
+    now = clock.now()
+    values: dict[str, Any] = {"state": state, "decided_at": now,
                               "provider_status": "Approved" if state == Assignment.State.APPROVED else "Rejected"}
     if feedback:
         values["feedback"] = feedback[:1024]
     if not assignment.decision:
         values["decision"] = (Assignment.Decision.APPROVE if state == Assignment.State.APPROVED
                               else Assignment.Decision.REJECT)
-    won = Assignment.objects.filter(pk=assignment.pk, state=Assignment.State.CONFIRMED).update(**values) == 1
-    if won and assignment.worker_id:
-        counter = "approved" if state == Assignment.State.APPROVED else "rejected"
-        Worker.objects.filter(pk=assignment.worker_id).update(
-            **{counter: F(counter) + 1}, gold_seen=F("gold_seen") + assignment.gold_seen,
-            gold_correct=F("gold_correct") + assignment.gold_correct)
-        if state == Assignment.State.APPROVED and assignment.hit_id:
-            hit = assignment.hit
-            Payment.objects.get_or_create(
-                assignment=assignment, kind=Payment.Kind.REWARD,
-                defaults={"worker_id": assignment.worker_id, "project_id": hit.project_id, "amount": hit.reward,
-                          "commission": fee_for(hit.reward, hit.max_assignments), "status": Payment.Status.PAID,
-                          "unique_request_token": f"reward-{assignment.provider_assignment_id}"[:64],
-                          "paid_at": clock.now(), "reason": "approved"})
+    with transaction.atomic():
+        won = Assignment.objects.filter(pk=assignment.pk, state=Assignment.State.CONFIRMED).update(**values) == 1
+        if won and assignment.worker_id:
+            counter = "approved" if state == Assignment.State.APPROVED else "rejected"
+            Worker.objects.filter(pk=assignment.worker_id).update(
+                **{counter: F(counter) + 1}, gold_seen=F("gold_seen") + assignment.gold_seen,
+                gold_correct=F("gold_correct") + assignment.gold_correct)
+            if state == Assignment.State.APPROVED and assignment.hit_id:
+                hit = assignment.hit
+                Payment.objects.create(
+                    assignment=assignment, kind=Payment.Kind.REWARD, worker_id=assignment.worker_id,
+                    project_id=hit.project_id, amount=hit.reward,
+                    commission=fee_for(hit.reward, hit.max_assignments), status=Payment.Status.PAID,
+                    unique_request_token=f"reward-{assignment.provider_assignment_id}"[:64], paid_at=now,
+                    reason="approved")
+    if won:
+        for k, v in values.items():
+            setattr(assignment, k, v)
+    else:
+        assignment.refresh_from_db()
     return won
 
 
@@ -563,15 +619,22 @@ def assignment_decide(*, assignment: Assignment, approve: bool | None = None, fe
         feedback = feedback or (rules.THANKS if approve else "Rejected by the requester.")
         gold = {}
     decision = Assignment.Decision.APPROVE if approve else Assignment.Decision.REJECT
-    Assignment.objects.filter(pk=assignment.pk, decision="").update(decision=decision, feedback=feedback[:1024], **gold)
-    assignment.refresh_from_db()
+    if Assignment.objects.filter(pk=assignment.pk, decision="").update(
+            decision=decision, feedback=feedback[:1024], **gold):
+        assignment.decision, assignment.feedback = decision, feedback[:1024]
+        for k, v in gold.items():
+            setattr(assignment, k, v)
+    else:
+        assignment.refresh_from_db()
     return assignment
 
 
-def assignment_review(*, assignment_id: int, provider: CrowdProvider | None = None,
-                      approve: bool | None = None, feedback: str = "") -> Assignment:
+def assignment_review(*, assignment_id: int | None = None, assignment: Assignment | None = None,
+                      provider: CrowdProvider | None = None, approve: bool | None = None,
+                      feedback: str = "") -> Assignment:
     """Decide (once) and tell the provider; repeated calls converge on one approval or rejection."""
-    assignment = Assignment.objects.select_related("hit__stage", "worker").get(pk=assignment_id)
+    if assignment is None:
+        assignment = Assignment.objects.select_related("hit__stage", "worker").get(pk=assignment_id)
     if assignment.state != Assignment.State.CONFIRMED:
         return assignment
     assignment = assignment_decide(assignment=assignment, approve=approve, feedback=feedback)
@@ -591,7 +654,6 @@ def assignment_review(*, assignment_id: int, provider: CrowdProvider | None = No
         if reached is None:
             raise
     _transition(assignment, reached, feedback=assignment.feedback if reached == want else "")
-    assignment.refresh_from_db()
     return assignment
 
 
@@ -684,37 +746,39 @@ class SyncReport:
 def hit_sync(*, hit_id: int, provider: CrowdProvider | None = None) -> SyncReport:
     """List the HIT's submitted assignments, reconcile, review, pay bonuses, delete when done."""
     report = SyncReport(hits=1)
-    hit = HIT.objects.select_related("stage").filter(pk=hit_id).first()
+    hit = HIT.objects.select_related("stage", "stage__project").filter(pk=hit_id).first()
     if hit is None or not hit.provider_hit_id or hit.status in (HIT.Status.DISPOSED, HIT.Status.CANCELLED):
         return report
     provider = provider or provider_for(hit.project_id)
     agents = list(provider.agents_for_unit(hit.provider_hit_id))
-    stored = seams.stored_answers(a.id for a in agents)
-    for agent in agents:
-        assignment_record(hit=hit, agent=agent, stored=stored.get(agent.id))
+    recorded = assignments_record(hit=hit, agents=agents)
     report.assignments = len(agents)
-    for pk in hit.assignments.filter(state=Assignment.State.CONFIRMED).values_list("pk", flat=True):
-        done = assignment_review(assignment_id=pk, provider=provider)
-        report.approved += done.state == Assignment.State.APPROVED
-        report.rejected += done.state == Assignment.State.REJECTED
+    for assignment in recorded:
+        if assignment.state == Assignment.State.CONFIRMED:
+            done = assignment_review(assignment=assignment, provider=provider)
+            report.approved += done.state == Assignment.State.APPROVED
+            report.rejected += done.state == Assignment.State.REJECTED
+    unpaid = False
     if hit.stage.bonus > 0:
         for a in hit.assignments.filter(state=Assignment.State.APPROVED).select_related("hit__stage"):
             payment = bonus_grant(assignment_id=a.pk)
             if payment is not None and payment.status == Payment.Status.PENDING:
-                report.bonuses += bonus_pay(payment_id=payment.pk, provider=provider).status == Payment.Status.PAID
-    open_ = hit.assignments.filter(state__in=[Assignment.State.CONFIRMED, Assignment.State.PENDING]).exists()
-    unpaid = Payment.objects.filter(assignment__hit=hit, status=Payment.Status.PENDING).exists()
-    decided = hit.assignments.filter(state__in=[Assignment.State.APPROVED, Assignment.State.REJECTED]).count()
+                paid = bonus_pay(payment_id=payment.pk, provider=provider).status == Payment.Status.PAID
+                report.bonuses += paid
+                unpaid = unpaid or not paid
+    counts = hit.assignments.aggregate(
+        open=Count("id", filter=Q(state__in=[Assignment.State.CONFIRMED, Assignment.State.PENDING])),
+        decided=Count("id", filter=Q(state__in=[Assignment.State.APPROVED, Assignment.State.REJECTED])))
     expired = hit.expires_at is not None and hit.expires_at <= clock.now()
     values: dict[str, Any] = {"synced_at": clock.now()}
-    if not open_ and not unpaid and (decided >= hit.max_assignments or expired):
+    if not counts["open"] and not unpaid and (counts["decided"] >= hit.max_assignments or expired):
         try:
             provider.unit_delete(hit.provider_hit_id)
         except NotFound:
             pass  # deleted by an earlier run
         values.update(status=HIT.Status.DISPOSED, disposed_at=clock.now())
         report.disposed = 1
-    elif decided >= hit.max_assignments:
+    elif counts["decided"] >= hit.max_assignments:
         values["status"] = HIT.Status.DONE
     else:
         values["status"] = HIT.Status.REVIEWABLE
