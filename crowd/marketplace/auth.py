@@ -94,6 +94,13 @@ def authenticate(req: IncomingRequest) -> RequesterKey:
     return key
 
 
+def note_use(key: RequesterKey) -> None:
+    """Record when a key was last used, at most once a minute (no write on every request)."""
+    real_now = datetime.now(timezone.utc)
+    if key.last_used_at is None or real_now - key.last_used_at > timedelta(minutes=1):
+        RequesterKey.objects.filter(pk=key.pk).update(last_used_at=real_now)
+
+
 _bucket_lock = threading.Lock()
 
 

@@ -183,7 +183,7 @@ def _settle(account: RequesterAccount, hit: HIT, now) -> None:
 
 def _lock_hit(account_id: int, hit_pk: int) -> tuple[RequesterAccount, HIT]:
     account = _locked_account(account_id)
-    hit = HIT.objects.select_for_update().select_related("hit_type").get(pk=hit_pk)
+    hit = HIT.objects.select_for_update(of=("self",)).select_related("hit_type").get(pk=hit_pk)
     return account, hit
 
 
@@ -233,7 +233,7 @@ def hit_delete(*, hit: HIT) -> None:
 
 def _lock_assignment(assignment: Assignment) -> tuple[RequesterAccount, HIT, Assignment]:
     account, hit = _lock_hit(assignment.hit.account_id, assignment.hit_id)
-    locked = Assignment.objects.select_for_update().select_related("worker").get(pk=assignment.pk)
+    locked = Assignment.objects.select_for_update(of=("self",)).select_related("worker").get(pk=assignment.pk)
     locked.hit = hit
     return account, hit, locked
 
@@ -474,7 +474,7 @@ def assignment_accept(*, worker: WorkerProfile, hit_id: str) -> Assignment:
 
     now = clock.now()
     with transaction.atomic():
-        hit = (HIT.objects.select_for_update().select_related("hit_type", "account")
+        hit = (HIT.objects.select_for_update(of=("self",)).select_related("hit_type", "account")
                .filter(hit_id=hit_id).first())
         if hit is None or not selectors.worker_can_see_account(worker=worker, account_id=hit.account_id):
             raise WorkerError("This HIT does not exist or is not offered to you.")
@@ -551,17 +551,20 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
     if assignment_id == "ASSIGNMENT_ID_NOT_AVAILABLE":
         raise WorkerError("This is a preview: accept the HIT before submitting work.")
     now = clock.now()
+    found = Assignment.objects.filter(assignment_id=assignment_id, worker=worker).values_list("hit_id", flat=True)
+    hit_pk = found.first()
+    if hit_pk is None:
+        raise WorkerError("This assignment is not yours, or does not exist.")
     with transaction.atomic():
-        assignment = (Assignment.objects.select_for_update().select_related("hit", "hit__hit_type")
-                      .filter(assignment_id=assignment_id, worker=worker).first())
-        if assignment is None:
-            raise WorkerError("This assignment is not yours, or does not exist.")
+        # Lock order as everywhere: HIT row first, then the assignment.
+        hit = HIT.objects.select_for_update().get(pk=hit_pk)
+        assignment = (Assignment.objects.select_for_update(of=("self",)).select_related("hit__hit_type")
+                      .get(assignment_id=assignment_id, worker=worker))
         if assignment.status == Assignment.Status.SUBMITTED or assignment.status in (
                 Assignment.Status.APPROVED, Assignment.Status.REJECTED):
             raise WorkerError("This assignment was already submitted; it was recorded once.")
         if assignment.status != Assignment.Status.ACCEPTED or assignment.deadline <= now:
             raise WorkerError("This assignment is no longer yours: it was returned or its time ran out.")
-        hit = HIT.objects.select_for_update().get(pk=assignment.hit_id)
         assignment.status = Assignment.Status.SUBMITTED
         assignment.submit_time = now
         assignment.auto_approval_time = now + timedelta(seconds=assignment.hit.hit_type.auto_approval_delay)

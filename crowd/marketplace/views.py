@@ -71,6 +71,7 @@ def _dispatch(request, request_id: str) -> dict:
         method=request.method, url=request.build_absolute_uri(),
         headers={k.lower(): v for k, v in request.headers.items()}, body=request.body))
     auth.throttle(key.access_key_id)
+    auth.note_use(key)
     operation = shapes.operation(name) if name in shapes.OPERATIONS else None
     if operation is None:
         raise errors.AuthError("UnknownOperationException",

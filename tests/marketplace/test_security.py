@@ -6,7 +6,7 @@ import pytest
 
 from tests.marketplace.conftest import hit_kwargs
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_matrix]
 
 
 def test_a_requester_sees_only_their_own_things(market):
