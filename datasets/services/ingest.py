@@ -31,6 +31,8 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import JSONField, Value
+from django.db.models.functions import Cast
 from django.utils import timezone
 from PIL import Image as PILImage
 from PIL import JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin  # noqa: F401 (registers)
@@ -354,36 +356,42 @@ def _store(*, image: Image, fp: BinaryIO, extension: str, name: str) -> dict[str
 
 
 class _Run:
-    """Counters and report of one ImageImport, written to the database in batches."""
+    """Counters and report of one ImageImport, written to the database in batches.
+
+    The report is kept as one JSON text per line (about 100 bytes a file, not a few hundred
+    for a dict) and written as JSON text, so a big import's memory is little more than that.
+    """
 
     def __init__(self, image_import: ImageImport) -> None:
         self.image_import = image_import
-        self.report: list[dict[str, Any]] = []
+        self.lines: list[str] = []
         self.counts = {"imported": 0, "duplicate": 0, "failed": 0}
         self.unsaved = 0
         self.last_flush = time.monotonic()
 
-    def add(self, entry: dict[str, Any]) -> None:
-        self.report.append(entry)
+    def add(self, entry: dict[str, Any], *, flush: bool = True) -> None:
+        self.lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
         self.counts[entry["status"]] += 1
         self.unsaved += 1
-        if self.unsaved >= REPORT_BATCH or time.monotonic() - self.last_flush >= REPORT_SECONDS:
+        if flush and (self.unsaved >= REPORT_BATCH or time.monotonic() - self.last_flush >= REPORT_SECONDS):
             self.flush()
 
     def flush(self, **extra: Any) -> None:
         values = {
-            "total": len(self.report),
+            "total": len(self.lines),
             "imported": self.counts["imported"],
             "duplicates": self.counts["duplicate"],
             "failed": self.counts["failed"],
-            "report": self.report,
             **extra,
         }
-        ImageImport.objects.filter(pk=self.image_import.pk).update(**values)
-        for key, value in values.items():
-            setattr(self.image_import, key, value)
+        report = Cast(Value("[" + ",".join(self.lines) + "]"), output_field=JSONField())
+        ImageImport.objects.filter(pk=self.image_import.pk).update(report=report, **values)
         self.unsaved = 0
         self.last_flush = time.monotonic()
+
+    def result(self) -> ImageImport:
+        """The ImageImport as written; its report loads from the database when first read."""
+        return ImageImport.objects.select_related("project").defer("report").get(pk=self.image_import.pk)
 
 
 def image_import_create(
@@ -429,18 +437,17 @@ def images_import(
     except SourceError as exc:
         message = str(exc)
         logger.warning("image import %s: %s", image_import.pk, message)
-        if run.report:
-            run.report.append(_entry(source.detail or "source", "failed", message))
-            run.counts["failed"] += 1
+        if run.lines:
+            run.add(_entry(source.detail or "source", "failed", message), flush=False)
             run.flush(status=ImageImport.Status.DONE, error=message, finished_at=timezone.now())
         else:
             run.flush(status=ImageImport.Status.FAILED, error=message, finished_at=timezone.now())
-        return image_import
+        return run.result()
     except BaseException as exc:
         run.flush(status=ImageImport.Status.FAILED, error=f"stopped by an error: {exc!r}"[:5000], finished_at=timezone.now())
         raise
     run.flush(status=ImageImport.Status.DONE, finished_at=timezone.now())
-    return image_import
+    return run.result()
 
 
 # --- Imports staged for a Celery worker ------------------------------------------------------
