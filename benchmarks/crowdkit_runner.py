@@ -38,18 +38,22 @@ def main():
         df = pd.read_csv(path, dtype=str)[["task", "worker", "label"]]
         res = {}
         for method in job["methods"]:
-            model = makers[method]()
-            started = time.perf_counter()
+            # best of 3 for the fast methods, as for ours; GLAD and MACE (seconds to minutes) once
+            repeat = 1 if method in ("GLAD", "MACE") else job.get("repeat", 3)
+            best = float("inf")
             try:
-                labels = model.fit_predict(df)
+                for _ in range(repeat):
+                    model = makers[method]()
+                    started = time.perf_counter()
+                    labels = model.fit_predict(df)
+                    best = min(best, time.perf_counter() - started)
             except Exception as exc:  # report, do not stop the run
                 res[method] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
                 continue
-            seconds = time.perf_counter() - started
-            res[method] = {"seconds": seconds, "labels": {str(k): str(v) for k, v in labels.items()}}
+            res[method] = {"seconds": best, "labels": {str(k): str(v) for k, v in labels.items()}}
             if hasattr(model, "loss_history_"):
                 res[method]["n_iter"] = len(model.loss_history_)
-            print(f"crowd-kit {method} on {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
+            print(f"crowd-kit {method} on {name}: {best:.2f} s", file=sys.stderr, flush=True)
         out["sets"][name] = res
     if job.get("synthetic"):
         data = np.load(job["synthetic"])

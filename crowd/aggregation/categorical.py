@@ -123,8 +123,7 @@ def presence_any(items, workers, flags, *, n_items=None, min_workers: int = 1):
     pair = items * n_w + workers
     # one vote per (item, worker): a worker who flagged it in any of their answers counts once
     uniq, inv = np.unique(pair, return_inverse=True)
-    said_yes = np.zeros(len(uniq), dtype=bool)
-    np.logical_or.at(said_yes, inv, flags.astype(bool))
+    said_yes = np.bincount(inv, weights=flags, minlength=len(uniq)) > 0
     pair_items = uniq // n_w
     n_yes = np.bincount(pair_items, weights=said_yes, minlength=n_items).astype(np.int64)
     n_workers = np.bincount(pair_items, minlength=n_items)

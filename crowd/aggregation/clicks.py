@@ -210,8 +210,7 @@ def too_many_vote(images, categories, workers, flags, *, min_share: float = 0.5)
     group = images * n_cat + categories
     key = group * n_w + workers
     uniq, inv = np.unique(key, return_inverse=True)
-    flagged = np.zeros(len(uniq), dtype=np.int64)
-    np.maximum.at(flagged, inv, flags)
+    flagged = (np.bincount(inv, weights=flags, minlength=len(uniq)) > 0).astype(np.int64)
     groups, g_idx = np.unique(uniq // n_w, return_inverse=True)
     n_workers = np.bincount(g_idx, minlength=len(groups))
     n_flagged = np.bincount(g_idx, weights=flagged, minlength=len(groups)).astype(np.int64)
