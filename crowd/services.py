@@ -362,11 +362,17 @@ def _worker(provider_worker_id: str) -> Worker:
     return worker
 
 
+def _project_of(worker: Worker) -> int | None:
+    """The project whose requester account last dealt with the worker (for its credentials)."""
+    return (Assignment.objects.filter(worker=worker, hit__isnull=False).order_by("-id")
+            .values_list("hit__project_id", flat=True).first())
+
+
 def worker_block(*, worker_id: int, reason: str, provider: CrowdProvider | None = None) -> Worker:
     worker = Worker.objects.get(pk=worker_id)
     if not reason.strip():
         raise CrowdError("A block needs a reason; the worker can read it.")
-    (provider or provider_for()).worker_block(worker.provider_worker_id, reason.strip())
+    (provider or provider_for(_project_of(worker))).worker_block(worker.provider_worker_id, reason.strip())
     Worker.objects.filter(pk=worker.pk).update(blocked=True, block_reason=reason.strip()[:300])
     worker.refresh_from_db()
     return worker
@@ -374,10 +380,16 @@ def worker_block(*, worker_id: int, reason: str, provider: CrowdProvider | None 
 
 def workers_notify(*, worker_ids: Iterable[int], subject: str, text: str,
                    provider: CrowdProvider | None = None) -> dict[str, str]:
-    ids = list(Worker.objects.filter(pk__in=list(worker_ids)).values_list("provider_worker_id", flat=True))
+    workers = list(Worker.objects.filter(pk__in=list(worker_ids)))
     if not subject.strip() or not text.strip():
         raise CrowdError("A message needs a subject and a text.")
-    return (provider or provider_for()).workers_notify(ids, subject.strip(), text.strip())
+    by_project: dict[int | None, list[str]] = {}
+    for w in workers:
+        by_project.setdefault(_project_of(w), []).append(w.provider_worker_id)
+    failures: dict[str, str] = {}
+    for project_id, ids in by_project.items():
+        failures.update((provider or provider_for(project_id)).workers_notify(ids, subject.strip(), text.strip()))
+    return failures
 
 
 def training_qualification_ensure(*, project: Project, provider: CrowdProvider | None = None) -> TrainingQualification:
@@ -528,7 +540,10 @@ def assignment_confirm(*, assignment_id: int, provider: CrowdProvider | None = N
     assignment = Assignment.objects.get(pk=assignment_id)
     if assignment.state != Assignment.State.PENDING:
         return assignment
-    provider = provider or provider_for()
+    if provider is None:
+        claimed = HIT.objects.filter(provider_hit_id=assignment.claimed_hit_id).values_list(
+            "project_id", flat=True).first() if assignment.claimed_hit_id else None
+        provider = provider_for(claimed)
     Assignment.objects.filter(pk=assignment.pk).update(confirm_attempts=F("confirm_attempts") + 1)
     try:
         agent, unit = provider.agent_get(assignment.provider_assignment_id)
@@ -561,11 +576,17 @@ def answers_collect(*, since_hours: float = 48, provider: CrowdProvider | None =
     for stored in seams.unseen_stored_answers(known=known, since=clock.now() - timedelta(hours=since_hours)):
         assignment_note_answer(assignment_id=stored.assignment_id, worker_id=stored.worker_id, hit_id=stored.hit_id)
         noted += 1
-    pending = list(Assignment.objects.filter(state=Assignment.State.PENDING).values_list("pk", flat=True)[:500])
-    if pending:
-        provider = provider or provider_for()
-        for pk in pending:
-            assignment_confirm(assignment_id=pk, provider=provider)
+    pending = list(Assignment.objects.filter(state=Assignment.State.PENDING).values_list(
+        "pk", "claimed_hit_id")[:500])
+    projects = dict(HIT.objects.filter(provider_hit_id__in={h for _, h in pending if h}).values_list(
+        "provider_hit_id", "project_id"))
+    providers: dict[int | None, CrowdProvider] = {}
+    for pk, claimed_hit in pending:
+        # The claimed HIT only picks whose credentials ask; the provider's answer decides.
+        project_id = projects.get(claimed_hit)
+        if project_id not in providers:
+            providers[project_id] = provider or provider_for(project_id)
+        assignment_confirm(assignment_id=pk, provider=providers[project_id])
     return noted
 
 

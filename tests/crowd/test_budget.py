@@ -110,3 +110,23 @@ def test_assignment_and_worker_actions(fake_mturk, admin_client_, make_project, 
     assert svc.state.blocks == {"ATWO000000001": "Spam."} and svc.state.messages[0]["Subject"] == "Hello"
     for name in ("crowdstage", "hit", "assignment", "worker", "payment", "providercredentials"):
         assert admin_client_.get(reverse(f"admin:crowd_{name}_changelist")).status_code == 200
+
+
+@pytest.mark.django_db
+def test_crowd_sync_command(fake_mturk, make_project, make_images, make_stage):
+    import io
+
+    from django.core.management import call_command
+
+    project = make_project()
+    make_images(project, 2)
+    stage = make_stage(project)
+    services.stage_launch(stage_id=stage.pk)
+    hit = HIT.objects.get()
+    for w in ("AONE000000001", "ATWO000000001", "ATHREE0000001"):
+        fake_mturk.service.work(hit.provider_hit_id, w, {"answer": "{}"})
+    out = io.StringIO()
+    call_command("crowd_sync", "--collect", stdout=out)
+    # No answer was stored on our server for any of them: rejected, with feedback, and deleted.
+    assert f"stage {stage.pk}: hits 1, assignments 3, approved 0, rejected 3" in out.getvalue()
+    assert len(fake_mturk.service.rejections) == 3 and HIT.objects.get().status == HIT.Status.DISPOSED
