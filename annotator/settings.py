@@ -294,7 +294,7 @@ MTURK_REGION_NAME = env.str("MTURK_REGION_NAME", default="us-east-1")
 AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
 AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
 MTURK_RETRY_MODE = env.str("MTURK_RETRY_MODE", default="standard")  # standard | adaptive
-MTURK_MAX_ATTEMPTS = env.int("MTURK_MAX_ATTEMPTS", default=5)
+MTURK_MAX_ATTEMPTS = env.int("MTURK_MAX_ATTEMPTS", default=5)  # botocore: retries after the first
 MTURK_CONNECT_TIMEOUT = env.float("MTURK_CONNECT_TIMEOUT", default=5.0)
 MTURK_READ_TIMEOUT = env.float("MTURK_READ_TIMEOUT", default=30.0)
 # Task pages over plain http are refused unless the host is loopback and this is on.
