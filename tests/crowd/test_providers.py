@@ -128,3 +128,18 @@ def test_rules():
     v = rules.judge(kind="verification", answer={"decisions": [{"polygon": 4, "accept": False}]},
                     gold={"4": True}, min_gold_accuracy=1.0)
     assert not v.approve and v.gold_seen == 1
+
+
+@pytest.mark.django_db
+def test_task_url_seam_falls_back_to_our_own_path_without_the_tools(monkeypatch, settings, make_project):
+    from django.core import signing
+
+    from crowd import seams
+
+    settings.PUBLIC_BASE_URL = "https://annotator.example.org"
+    project = make_project()
+    monkeypatch.setattr(seams, "_frontend_services", lambda: None)
+    url, ref = seams.task_url_for(project=project, kind="categories", items=[1, 2], token="abc123")
+    assert ref is None and url.startswith("https://annotator.example.org/tasks/categories/")
+    signed = url.rstrip("/").rsplit("/", 1)[-1]
+    assert signing.Signer(salt="crowd.task").unsign(signed) == "abc123"
