@@ -165,7 +165,8 @@ async ({kind, frames, bare}) => {
 def stats(times: list[float]) -> dict[str, float]:
     ordered = sorted(times)
     p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-    return {"mean": round(statistics.fmean(times), 2), "p95": round(p95, 2)}
+    return {"mean": round(statistics.fmean(times), 2), "median": round(statistics.median(times), 2),
+            "p95": round(p95, 2), "max": round(ordered[-1], 2)}
 
 
 def measure(page, url: str, frames: int, bare: bool) -> dict:

@@ -86,7 +86,7 @@ def test_segmentation_mturk_flow_zoom_pan_edit_undo_reload_submit(page, live_ser
     task = task_item_create(kind="segmentation", project=project, point=point)
     url = live_server.url + task_path(task=task) + mturk_query("A-SEG", "W-SEG", turk_server.url + "/")
     page.goto(url)
-    assert page.locator(".existing path").count() == 1
+    assert page.locator("canvas.existing").get_attribute("data-outlines") == "1"
     assert page.locator("[data-role=target]").count() == 1
 
     # Zoom with the wheel around a point, then pan by dragging empty space.

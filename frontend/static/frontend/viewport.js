@@ -1,13 +1,12 @@
-// A pan/zoom viewport over one image. The image and the existing outlines (one SVG <path> per
-// outline, in image pixels) sit in one "world" layer moved by a single CSS transform with
-// `will-change: transform`, so panning and zooming never redraw them. Editable shapes live in
-// a screen-space SVG that the tools redraw (they are few). After a zoom settles the world layer
-// is re-rasterised at the new scale so outlines stay crisp (vector-effect: non-scaling-stroke).
+// A pan/zoom viewport over one image. The image sits in a "world" layer moved by a single CSS
+// transform with `will-change: transform`, so panning and zooming never repaint it; after a zoom
+// settles the layer is re-rasterised at the new scale so it stays sharp. Existing outlines are
+// one canvas layer (outline-layer.js) that follows the same transform and redraws crisply when
+// the view rests. Editable shapes live in a screen-space SVG that the tools redraw (they are few).
 
-import { fit, panBy, pathData, toImage, toScreen, zoomAt } from "./geometry.js";
+import { fit, panBy, toImage, toScreen, zoomAt } from "./geometry.js";
+import { OutlineLayer } from "./outline-layer.js";
 import { el, svg } from "./ui.js";
-
-const EXISTING_PER_PATH = 100;
 
 export class Viewport {
   constructor(parent, image, { existing = [], label = "Image" } = {}) {
@@ -16,16 +15,15 @@ export class Viewport {
     this.el = el("div", { class: "viewport", tabindex: "0", role: "application", "aria-label": label });
     this.world = el("div", { class: "world" });
     this.img = el("img", { src: image.url, width: image.width, height: image.height, alt: "", draggable: "false" });
-    this.existingSvg = svg("svg", {
-      class: "existing", width: image.width, height: image.height, viewBox: `0 0 ${image.width} ${image.height}`,
-      "aria-hidden": "true",
-    });
-    this.setExisting(existing);
-    this.world.append(this.img, this.existingSvg);
+    this.world.append(this.img);
+    this.el.appendChild(this.world);
+    this.outlines = new OutlineLayer(this.el);
+    this.outlines.setOutlines(existing);
     this.edit = svg("svg", { class: "edit" });
     this.hud = el("div", { class: "hud", "aria-hidden": "true" });
-    this.el.append(this.world, this.edit, this.hud);
+    this.el.append(this.edit, this.hud);
     parent.appendChild(this.el);
+    this.size = { w: 0, h: 0 };
 
     this.t = { scale: 1, tx: 0, ty: 0 };
     this.pending = null;
@@ -34,18 +32,18 @@ export class Viewport {
     this.fitToView();
 
     this.el.addEventListener("wheel", (e) => this.onWheel(e), { passive: false });
-    new ResizeObserver(() => { if (!this.userMoved) this.fitToView(); }).observe(this.el);
+    new ResizeObserver(() => {
+      const r = this.rect;
+      this.size = { w: r.width, h: r.height };
+      if (!this.userMoved) this.fitToView();
+      else this.setTransform(this.current);
+    }).observe(this.el);
   }
 
-  // existing: a list of outlines, each a list of flat parts [x1, y1, ...]. They are drawn
-  // EXISTING_PER_PATH outlines to one <path>: few elements keep paint cheap at thousands.
+  // existing: a list of outlines, each a list of flat parts [x1, y1, ...]
   setExisting(existing) {
-    const frag = document.createDocumentFragment();
-    for (let i = 0; i < existing.length; i += EXISTING_PER_PATH) {
-      const d = existing.slice(i, i + EXISTING_PER_PATH).map((parts) => pathData(parts)).join("");
-      frag.appendChild(svg("path", { d, "fill-rule": "nonzero" }));
-    }
-    this.existingSvg.replaceChildren(frag);
+    this.outlines.setOutlines(existing);
+    this.setTransform(this.current);
   }
 
   get rect() { return this.el.getBoundingClientRect(); }
@@ -69,6 +67,8 @@ export class Viewport {
       this.world.style.transform = `translate(${tx}px, ${ty}px) scale(${scale})`;
       Object.assign(this.el.dataset, { scale: String(scale), tx: String(tx), ty: String(ty) });
       this.hud.textContent = `${Math.round(scale * 100)}%`;
+      if (!this.size.w) { const r = this.rect; this.size = { w: r.width, h: r.height }; }
+      this.outlines.update(this.t, this.size.w, this.size.h);
       for (const fn of this.listeners) fn(this.t);
       this.scheduleCrisp();
     });
