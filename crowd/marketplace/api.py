@@ -13,6 +13,18 @@ from crowd.marketplace import clock, errors, money, selectors, services
 from crowd.marketplace.models import HIT, Assignment, QualificationType, RequesterAccount
 
 
+# MTurk's documented lengths, which botocore's service model does not carry.
+MAX_LENGTHS = {"Title": 128, "Description": 2000, "Keywords": 1000, "RequesterAnnotation": 255,
+               "RequesterFeedback": 1024, "Reason": 1024, "Name": 255}
+
+
+def check_lengths(params: dict) -> None:
+    for name, limit in MAX_LENGTHS.items():
+        value = params.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise errors.parameter(f"{name} is {len(value)} characters long; the limit is {limit}.")
+
+
 def _hit_out(hit: HIT, now) -> dict:
     t = hit.hit_type
     out = {
@@ -269,6 +281,13 @@ def list_worker_blocks(account, p, ctx):
 
 
 def notify_workers(account, p, ctx):
+    # MTurk's documented limits, which the service model does not carry.
+    if not 1 <= len(p["WorkerIds"]) <= 100:
+        raise errors.parameter("WorkerIds must name between 1 and 100 workers.")
+    if not p["Subject"].strip() or len(p["Subject"]) > 200:
+        raise errors.parameter("Subject must be between 1 and 200 characters.")
+    if not p["MessageText"].strip() or len(p["MessageText"]) > 4096:
+        raise errors.parameter("MessageText must be between 1 and 4096 characters.")
     failures = services.workers_notify(account=account, subject=p["Subject"], message=p["MessageText"],
                                        worker_ids=p["WorkerIds"])
     return {"NotifyWorkersFailureStatuses": failures}

@@ -83,6 +83,7 @@ def _dispatch(request, request_id: str) -> dict:
     problems = shapes.validate(operation.input_shape, params)
     if problems:
         raise errors.ValidationError(shapes.summarize(problems))
+    api.check_lengths(params)
     account = key.account
     if name in TIME_DEPENDENT:
         services.catch_up(account_id=account.pk)

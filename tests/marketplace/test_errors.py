@@ -158,6 +158,9 @@ def test_bad_parameters(market):
     assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "Value '$0.05' at 'reward'" in err.value.response["Error"]["Message"]
     with pytest.raises(mturk.exceptions.RequestError) as err:
+        mturk.create_hit(**hit_kwargs(market, Title="t" * 129))
+    assert "limit is 128" in err.value.response["Error"]["Message"]
+    with pytest.raises(mturk.exceptions.RequestError) as err:
         mturk.create_hit(**hit_kwargs(market, Reward="0.00"))
     assert "at least $0.01" in err.value.response["Error"]["Message"]
     with pytest.raises(mturk.exceptions.RequestError) as err:

@@ -223,3 +223,7 @@ def test_notifications_reach_only_workers_who_worked_for_the_requester(market):
     page = worker.get("/market/notifications/").text
     assert "New batch &lt;soon&gt;" in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script>alert(1)" not in page
+    with pytest.raises(mturk.exceptions.RequestError):
+        mturk.notify_workers(Subject="s" * 201, MessageText="m", WorkerIds=[worker.worker_id])
+    with pytest.raises(mturk.exceptions.RequestError):
+        mturk.notify_workers(Subject="s", MessageText="m", WorkerIds=[worker.worker_id] * 101)
