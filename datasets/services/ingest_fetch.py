@@ -61,8 +61,8 @@ def _address_kind(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | No
     return None
 
 
-def resolve_public(host: str, port: int, *, allow_private: bool) -> str:
-    """Resolve ``host`` and return one address to connect to, refusing non-public ones.
+def resolve_public(host: str, port: int, *, allow_private: bool) -> list[str]:
+    """Resolve ``host`` and return the addresses to connect to, refusing non-public ones.
 
     Every address the name resolves to is checked, so a name with one public and one private
     address is refused as a whole.
@@ -85,7 +85,7 @@ def resolve_public(host: str, port: int, *, allow_private: bool) -> str:
                 raise FetchError(
                     f"refused: {host} resolves to {address}, {kind} (private addresses are not allowed)"
                 )
-    return addresses[0]
+    return addresses
 
 
 def _split(url: str) -> tuple[str, str, int, str]:
@@ -118,42 +118,23 @@ def fetch_to_file(
     current = url
     for hop in range(MAX_REDIRECTS + 1):
         scheme, host, port, path = _split(current)
-        address = resolve_public(host, port, allow_private=allow_private)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FetchError(f"no answer within {timeout:g} seconds")
-        t = urllib3.Timeout(connect=remaining, read=remaining)
+        addresses = resolve_public(host, port, allow_private=allow_private)
         host_header = host if port in (80, 443) else f"{host}:{port}"
         if ":" in host and not host.startswith("["):
             host_header = f"[{host}]" if port in (80, 443) else f"[{host}]:{port}"
         headers = {"Host": host_header, "User-Agent": USER_AGENT, "Accept": "image/*"}
-        if scheme == "https":
-            pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
-                address, port, timeout=t, retries=False, maxsize=1,
-                server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED",
-            )
-        else:
-            pool = urllib3.HTTPConnectionPool(address, port, timeout=t, retries=False, maxsize=1)
-        try:
+        # Connect to the addresses just checked, in order, never to a fresh lookup of the name.
+        for index, address in enumerate(addresses):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchError(f"no answer within {timeout:g} seconds")
             try:
-                response = pool.urlopen(
-                    "GET", path, headers=headers, redirect=False, preload_content=False,
-                    assert_same_host=False,
-                )
-            except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout error
-                if isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc):
-                    raise FetchError(f"the server at {host}:{port} refused the connection") from None
-                raise FetchError(f"the server at {host}:{port} could not be reached ({exc})") from None
-            except urllib3.exceptions.TimeoutError:
-                raise FetchError(f"no answer within {timeout:g} seconds") from None
-            except urllib3.exceptions.SSLError as exc:
-                raise FetchError(f"the TLS connection failed ({exc})") from None
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                text = str(reason)
-                if "Connection refused" in text or isinstance(reason, ConnectionRefusedError):
-                    raise FetchError(f"the server at {host}:{port} refused the connection") from None
-                raise FetchError(f"the server at {host}:{port} could not be reached ({text})") from None
+                pool, response = _request(scheme, address, host, port, path, headers, remaining, timeout)
+                break
+            except _Unreachable as exc:
+                if index == len(addresses) - 1:
+                    raise FetchError(str(exc)) from None
+        with _closing(pool):
             try:
                 if response.status in (301, 302, 303, 307, 308):
                     location = response.headers.get("Location")
@@ -185,6 +166,51 @@ def fetch_to_file(
             finally:
                 response.release_conn()
                 response.close()
-        finally:
-            pool.close()
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+class _Unreachable(Exception):
+    """This address did not take the connection; another address of the host may."""
+
+
+class _closing:
+    def __init__(self, pool) -> None:
+        self.pool = pool
+
+    def __enter__(self):
+        return self.pool
+
+    def __exit__(self, *exc) -> None:
+        self.pool.close()
+
+
+def _request(scheme: str, address: str, host: str, port: int, path: str, headers: dict, remaining: float, timeout: float):
+    """One GET to ``address``, with the name in Host, SNI and the certificate check."""
+    t = urllib3.Timeout(connect=remaining, read=remaining)
+    if scheme == "https":
+        pool: urllib3.HTTPConnectionPool = urllib3.HTTPSConnectionPool(
+            address, port, timeout=t, retries=False, maxsize=1,
+            server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED",
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=t, retries=False, maxsize=1)
+    try:
+        response = pool.urlopen(
+            "GET", path, headers=headers, redirect=False, preload_content=False, assert_same_host=False,
+        )
+    except urllib3.exceptions.NewConnectionError as exc:  # a subclass of the timeout error
+        pool.close()
+        if isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc):
+            raise _Unreachable(f"the server at {host}:{port} refused the connection") from None
+        raise _Unreachable(f"the server at {host}:{port} could not be reached ({exc})") from None
+    except urllib3.exceptions.TimeoutError:
+        pool.close()
+        raise FetchError(f"no answer within {timeout:g} seconds") from None
+    except urllib3.exceptions.SSLError as exc:
+        pool.close()
+        raise FetchError(f"the TLS connection failed ({exc})") from None
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        pool.close()
+        reason = getattr(exc, "reason", None) or exc
+        raise FetchError(f"the server at {host}:{port} could not be reached ({reason})") from None
+    return pool, response

@@ -185,3 +185,49 @@ def test_a_slow_server_times_out(project, http_server, settings):
     result = run_urls(project, [slow, ok])
     assert failure(result, slow) == f"{slow}: no answer within 0.5 seconds"
     imported(result, ok)
+
+
+@pytest.fixture
+def https_server(tmp_path, http_server):
+    """The same server behind TLS with a self-signed certificate for the name 'localhost'."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    http_server.httpd.socket = context.wrap_socket(http_server.httpd.socket, server_side=True)
+    http_server.cert_path = cert_path
+    return http_server
+
+
+def test_https_checks_the_certificate_against_the_name(project, https_server, settings, monkeypatch):
+    """The connection goes to the checked IP, yet TLS still verifies the certificate for the host
+    name (SNI and hostname check use the name, not the address)."""
+    settings.INGEST_ALLOW_PRIVATE_URLS = True
+    https_server.routes["/a.jpg"] = (200, {}, jpeg_bytes(seed=9))
+    url = f"https://localhost:{https_server.port}/a.jpg"
+    # Not trusted: refused with the reason.
+    message = failure(run_urls(project, [url]), url)
+    assert message.startswith(f"{url}: the TLS connection failed") and "CERTIFICATE_VERIFY_FAILED" in message
+    # Trusted (OpenSSL reads SSL_CERT_FILE): imported.
+    monkeypatch.setenv("SSL_CERT_FILE", str(https_server.cert_path))
+    imported(run_urls(project, [url]), url)
