@@ -165,6 +165,7 @@ export class OutlineEditor {
       if (Math.hypot(last[0] - here[0], last[1] - here[1]) < 3) return; // a double click
       this.history.commit([this.store.change(open.id, { ...open, points: [...open.points, p] })]);
     } else if (this.armed || this.store.shapes.size === 0) {
+      if (this.armed) this.info("");
       this.armed = false;
       const id = this.nextId();
       this.history.commit([this.store.change(id, { id, points: [p], closed: false })]);
