@@ -207,6 +207,7 @@ def main() -> int:
     parser.add_argument("--hits", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--target", choices=["marketplace", "fake"], default="marketplace")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     target = Target(args.target)
     results = []
     try:
@@ -214,7 +215,7 @@ def main() -> int:
         workers = target.workers(3)
         for n in args.hits:
             results.append(run_size(target, n, workers))
-            print(f"... {n} HITs done", file=sys.stderr, flush=True)
+            print(f"... {n} HITs done: {json.dumps(results[-1], sort_keys=True)}", file=sys.stderr, flush=True)
     finally:
         target.stop()
 

@@ -47,6 +47,8 @@ def _each(modeladmin, request, queryset, fn, done: str) -> None:
 
 
 class CredentialsForm(forms.ModelForm):
+    endpoint_url = forms.URLField(required=False, assume_scheme="https", max_length=500,
+                                  help_text="Blank: MTURK_ENDPOINT_URL (our marketplace by default).")
     secret_access_key = forms.CharField(
         widget=forms.PasswordInput(render_value=False), required=False,
         help_text="Stored encrypted; leave blank to keep the current secret.")

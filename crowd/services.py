@@ -271,6 +271,8 @@ def hit_publish(*, hit_id: int, provider: CrowdProvider | None = None) -> HIT | 
         unit = provider.unit_create(type_id=type_id, question=question, max_assignments=hit.max_assignments,
                                     lifetime_s=stage.lifetime_s, annotation=_annotation(hit),
                                     token=hit.unique_request_token)
+    except TransientProviderError:
+        raise
     except AlreadyExists as exc:
         # An earlier call made it (its answer was lost): look it up instead of making another.
         if not exc.existing_id:
@@ -278,6 +280,10 @@ def hit_publish(*, hit_id: int, provider: CrowdProvider | None = None) -> HIT | 
         unit = provider.unit_get(exc.existing_id)
         if unit.annotation and unit.annotation != _annotation(hit):
             raise ProviderError(f"HIT {unit.id} does not belong to HIT #{hit.pk} ({unit.annotation!r}).") from exc
+    except ProviderError as exc:
+        # Refused for good (bad URL, no funds...): say why on the row; it stays pending for a relaunch.
+        HIT.objects.filter(pk=hit.pk).update(status_reason=str(exc)[:300])
+        raise
     HIT.objects.filter(pk=hit.pk, provider_hit_id__isnull=True).update(
         provider_hit_id=unit.id, hit_type_id=unit.type_id or type_id, status=HIT.Status.PUBLISHED,
         published_at=clock.now(), expires_at=unit.expiration)
@@ -758,9 +764,10 @@ class SyncReport:
     rejected: int = 0
     bonuses: int = 0
     disposed: int = 0
+    failed: int = 0
 
     def add(self, other: "SyncReport") -> None:
-        for name in ("hits", "assignments", "approved", "rejected", "bonuses", "disposed"):
+        for name in ("hits", "assignments", "approved", "rejected", "bonuses", "disposed", "failed"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -820,8 +827,17 @@ def stage_sync(*, stage_id: int, provider: CrowdProvider | None = None) -> SyncR
         ours = dict(HIT.objects.filter(provider_hit_id__in=batch).exclude(
             status__in=[HIT.Status.DISPOSED, HIT.Status.CANCELLED]).values_list("provider_hit_id", "pk"))
         for unit_id in batch:
-            if unit_id in ours:
+            if unit_id not in ours:
+                continue
+            try:
                 report.add(hit_sync(hit_id=ours[unit_id], provider=provider))
+            except TransientProviderError:
+                raise  # the task is retried as a whole; what was done stays done
+            except ProviderError as exc:
+                # One HIT the provider refuses (e.g. no funds to approve) must not stop the others.
+                log.warning("sync of HIT %s failed: %s", unit_id, exc)
+                HIT.objects.filter(pk=ours[unit_id]).update(status_reason=str(exc)[:300])
+                report.failed += 1
         batch.clear()
 
     for unit in provider.units_reviewable(type_id=stage.hit_type_id):

@@ -244,3 +244,17 @@ def test_expire_extend_block_and_notify(launched):
                                        subject="About your work", text="Please read the instructions.")
     assert list(failures) == ["ANOBODY"] and svc.state.messages[0]["WorkerId"] == "ASPAM00000001"
     assert aid
+
+
+def test_a_hit_the_provider_refuses_does_not_stop_the_others(launched):
+    svc = launched["svc"]
+    work_everything(launched)
+    svc.state.balance = Decimal("0.40")  # enough for the first HIT (an approval and a bonus), not the second
+    report = services.stage_sync(stage_id=launched["stage"].pk)
+    h1, h2 = (HIT.objects.get(pk=h.pk) for h in launched["hits"])
+    assert report.failed == 1 and "enough funds" in h2.status_reason
+    assert h1.status == HIT.Status.DISPOSED and h2.status != HIT.Status.DISPOSED
+    svc.state.balance = Decimal("100.00")  # topped up: the next sync finishes the job
+    again = services.stage_sync(stage_id=launched["stage"].pk)
+    assert again.failed == 0 and HIT.objects.get(pk=h2.pk).status == HIT.Status.DISPOSED
+    assert all(n == 1 for n in svc.approvals.values()) and len(svc.approvals) == 4
