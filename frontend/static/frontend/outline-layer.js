@@ -4,14 +4,16 @@
 // costs the compositor nothing, whereas SVG with hundreds of thousands of vertices gets
 // re-rasterised by the browser when the zoom changes (seconds, without a GPU). So while the view
 // moves, the layer only changes its CSS transform (the delta from the transform it was drawn
-// at); once the view rests (or when moving would uncover undrawn space) it redraws at the new
+// at); once the view rests (or when moving has uncovered undrawn space) it redraws at the new
 // transform: crisp one-pixel strokes, culled to the view, with vertices closer than
-// MIN_STEP screen pixels skipped.
+// MIN_STEP screen pixels skipped. While moving, space it was not drawn for stays empty for at
+// most REDRAW_MS.
 
 const MARGIN = 0.35; // drawn beyond each side of the viewport, as a share of its size
 const SETTLE_MS = 120;
 const MIN_STEP = 0.75; // screen pixels
 const BATCH = 50; // outlines per stroke() call
+const REDRAW_MS = 250; // least time between two redraws while the view moves
 
 export class OutlineLayer {
   constructor(parent) {
@@ -51,7 +53,10 @@ export class OutlineLayer {
   update(t, w, h) {
     if (!this.rings.length) return;
     const d = this.drawn;
-    if (!d || d.w !== w || d.h !== h || !this.covers(t, w, h)) {
+    // Redraw now only when there is nothing usable; uncovered edges during a gesture are
+    // redrawn at most every REDRAW_MS so that heavy frames stay rare.
+    if (!d || d.w !== w || d.h !== h ||
+        (!this.covers(t, w, h) && performance.now() - this.drawnAt > REDRAW_MS)) {
       this.draw(t, w, h);
       return;
     }
@@ -118,6 +123,7 @@ export class OutlineLayer {
     ctx.stroke();
     c.style.transform = "none";
     this.drawn = { t: { ...t }, w, h, m };
+    this.drawnAt = performance.now();
     this.draws += 1;
   }
 }
