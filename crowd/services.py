@@ -60,6 +60,7 @@ from datasets.models import Image, Polygon, Project
 log = logging.getLogger(__name__)
 CENT = Decimal("0.01")
 TOKEN_LIFETIME = timedelta(hours=23)  # MTurk keeps a UniqueRequestToken for 24 hours
+SYNC_BATCH = 500  # reviewable HITs looked up in our database at a time
 
 
 class CrowdError(ValueError):
@@ -840,11 +841,12 @@ def stage_sync(*, stage_id: int, provider: CrowdProvider | None = None) -> SyncR
                 report.failed += 1
         batch.clear()
 
-    for unit in provider.units_reviewable(type_id=stage.hit_type_id):
-        batch.append(unit.id)
-        if len(batch) >= 500:
-            flush()
-    flush()
+    # Read the whole list before changing anything: deleting HITs while paging would shift the
+    # pages under the NextToken and skip HITs (the next beat would find them, but later).
+    unit_ids = [unit.id for unit in provider.units_reviewable(type_id=stage.hit_type_id)]
+    for start in range(0, len(unit_ids), SYNC_BATCH):
+        batch.extend(unit_ids[start:start + SYNC_BATCH])
+        flush()
     if not HIT.objects.filter(stage=stage).exclude(
             status__in=[HIT.Status.DISPOSED, HIT.Status.CANCELLED]).exists() and \
             stage.status == CrowdStage.Status.LAUNCHED and not _unplanned_items(stage, None):

@@ -258,3 +258,18 @@ def test_a_hit_the_provider_refuses_does_not_stop_the_others(launched):
     again = services.stage_sync(stage_id=launched["stage"].pk)
     assert again.failed == 0 and HIT.objects.get(pk=h2.pk).status == HIT.Status.DISPOSED
     assert all(n == 1 for n in svc.approvals.values()) and len(svc.approvals) == 4
+
+
+def test_every_reviewable_hit_is_synced_even_past_the_first_pages(fake_mturk, make_project, make_images, make_stage):
+    """Deleting HITs while paging ListReviewableHITs would skip some; the whole list is read first."""
+    project = make_project(budget="1000")
+    make_images(project, 230)
+    stage = make_stage(project, items_per_hit=1, max_assignments=1)
+    services.stage_launch(stage_id=stage.pk)
+    svc = fake_mturk.service
+    for hit in HIT.objects.all():
+        svc.work(hit.provider_hit_id, "AWORKER000001", {"answer": "{}"})
+    with mock.patch("crowd.services.SYNC_BATCH", 50):  # so that HITs are deleted between pages
+        report = services.stage_sync(stage_id=stage.pk)
+    assert report.hits == 230 and report.disposed == 230
+    assert svc.calls["ListReviewableHITs"] == 3  # 100 per page
