@@ -184,10 +184,43 @@ def _initial_posteriors(items, labels, n_items, n_classes, init):
     return normalise_rows(vote_counts(items, labels, n_items, n_classes))
 
 
+def _gold(gold_items, gold_labels, n_items, n_classes):
+    if gold_items is None and gold_labels is None:
+        return None
+    if gold_items is None or gold_labels is None:
+        raise ValueError("give both gold_items and gold_labels, or neither")
+    gi = np.asarray(gold_items, dtype=np.int64).reshape(-1)
+    gl = np.asarray(gold_labels, dtype=np.int64).reshape(-1)
+    if gi.shape != gl.shape:
+        raise ValueError("gold_items and gold_labels differ in length")
+    if gi.size and (gi.min() < 0 or gi.max() >= n_items or gl.min() < 0 or gl.max() >= n_classes):
+        raise ValueError("a gold item or gold label is out of range")
+    return gi, gl
+
+
+def _gold_weighted_start(items, workers, labels, n_items, n_workers, K, gold):
+    truth = np.full(n_items, -1)
+    truth[gold[0]] = gold[1]
+    on_gold = truth[items] >= 0
+    right = np.bincount(workers[on_gold], weights=(labels[on_gold] == truth[items[on_gold]]), minlength=n_workers)
+    seen = np.bincount(workers[on_gold], minlength=n_workers)
+    acc = np.clip((right + 4.0) / (seen + 5.0), 1e-3, 1 - 1e-3)
+    weight = np.log(acc * max(K - 1, 1) / (1 - acc))
+    post, _ = softmax_rows(vote_counts(items, labels, n_items, K, weight[workers]))
+    return post
+
+
+def _pin(post, gold):
+    if gold is not None:
+        post[gold[0]] = 0.0
+        post[gold[0], gold[1]] = 1.0
+    return post
+
+
 def dawid_skene(
     items, workers, labels, *, n_items=None, n_workers=None, n_classes=None,
     max_iter: int = 100, tol: float = 1e-5, prior_correct: float = 1.0, smoothing: float = 0.0,
-    init="majority",
+    init="majority", gold_items=None, gold_labels=None,
 ) -> Aggregation:
     """Dawid & Skene (1979): a full confusion matrix per worker, fitted by EM, giving posteriors.
 
@@ -195,8 +228,7 @@ def dawid_skene(
     ``confusion[w, z_i, l]``, independently of other workers.
 
     Initialisation: the posteriors start as each item's vote shares (soft majority vote, or the
-    ``init`` array you pass, e.g. with gold items pinned), then an M-step gives the first priors and
-    confusion matrices. Starting from the crowd's answer rather than at random makes EM land on the
+    ``init`` array you pass), then an M-step gives the first priors and confusion matrices. Starting from the crowd's answer rather than at random makes EM land on the
     "workers are mostly right" solution and makes the result deterministic.
 
     Each iteration: E-step -- log posterior of class ``k`` for item ``i`` is ``log prior[k] + sum over
@@ -215,8 +247,15 @@ def dawid_skene(
     it by less than ``tol`` nats per vote (default 1e-5, crowd-kit's criterion on its ELBO), or after
     ``max_iter`` iterations (``converged`` says which). The log-likelihood history is returned.
     Ties between classes in the final posterior go to the lower class index.
+
+    Gold: ``gold_items``/``gold_labels`` (item and class indices) pin those items' posteriors to
+    their known class at the start and after every E-step (crowd-kit's ``true_labels``). With gold
+    the start is no longer the plain majority but the one-coin posterior with each worker's
+    accuracy on the gold items (Beta(4, 1)-smoothed, as in :mod:`.quality`), so that a crowd whose
+    majority is adversarial starts, and stays, on the right side.
     """
     items, workers, labels, n_items, n_workers, n_classes = check_votes(items, workers, labels, n_items, n_workers, n_classes)
+    gold = _gold(gold_items, gold_labels, n_items, n_classes)
     if max_iter < 1:
         raise ValueError("max_iter must be at least 1")
     if prior_correct < 0 or smoothing < 0:
@@ -227,7 +266,10 @@ def dawid_skene(
     has_votes = g.n_votes > 0
     all_voted = bool(has_votes.all())
     n_total = len(items)
-    post = _initial_posteriors(items, labels, n_items, K, init)
+    if gold is not None and isinstance(init, str) and init == "majority":
+        post = _pin(_gold_weighted_start(items, workers, labels, n_items, n_workers, K, gold), gold)
+    else:
+        post = _pin(_initial_posteriors(items, labels, n_items, K, init), gold)
     history: list[float] = []
     converged = False
     it = 0
@@ -241,6 +283,7 @@ def dawid_skene(
         log_conf_pairs = np.log(confusion).reshape(n_workers * K, K)  # row (w, l) -> log P(l | k) over k
         log_joint = np.log(prior) + g.sum_over_items(log_conf_pairs)
         post, log_norm = softmax_rows(log_joint)
+        post = _pin(post, gold)
         ll = float((log_norm if all_voted else log_norm[has_votes]).sum()) / n_total
         if history and ll - history[-1] < tol:
             history.append(ll)

@@ -262,3 +262,18 @@ def test_aggregation_is_pure_numpy_without_django():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr
+
+
+def test_gold_items_are_pinned_and_teach_the_worker_matrices():
+    """Adversaries in the majority fool every unsupervised method; a few gold items fix that."""
+    items, workers, labels, truth = synthetic_crowd(one_coin([0.8, 0.8, 0.1, 0.1, 0.1]), 1000, seed=12)
+    plain = dawid_skene(items, workers, labels)
+    assert accuracy(plain.labels, truth) < 0.5  # the mirror-image solution
+    gold = np.arange(0, 1000, 20)
+    guided = dawid_skene(items, workers, labels, gold_items=gold, gold_labels=truth[gold])
+    assert accuracy(guided.labels, truth) > 0.9
+    assert np.all(guided.posteriors[gold, truth[gold]] == 1.0)
+    with pytest.raises(ValueError, match="both"):
+        dawid_skene(items, workers, labels, gold_items=gold)
+    with pytest.raises(ValueError, match="out of range"):
+        dawid_skene(items, workers, labels, gold_items=[5000], gold_labels=[0])
