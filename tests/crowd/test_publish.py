@@ -11,7 +11,7 @@ from crowd.models import HIT, CrowdStage, TrainingQualification
 from crowd.providers.base import TransientProviderError
 from tests.crowd.crowd_fixtures import TEST_KEY_ID, fake_mturk, make_images, make_project, make_stage  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres_matrix]
 
 
 def test_launch_publishes_external_question_hits_with_items_and_requirements(

@@ -13,7 +13,7 @@ from crowd.providers.base import TransientProviderError
 from datasets.models import Category
 from tests.crowd.crowd_fixtures import fake_mturk, make_images, make_project, make_stage  # noqa: F401
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres_matrix]
 
 
 def answer(images, present):
