@@ -240,7 +240,8 @@ def test_task_page_may_be_framed_by_configured_origins_only(project, point, clie
     response = client.get(task_path(task=task) + "?assignmentId=A&hitId=H&workerId=W&turkSubmitTo=http://x")
     assert response.status_code == 200
     assert response["Content-Security-Policy"] == (
-        "frame-ancestors 'self' http://127.0.0.1:8000 https://workersandbox.mturk.com")
+        "frame-ancestors 'self' http://127.0.0.1:8000 https://workersandbox.mturk.com; "
+        "script-src 'self'; object-src 'none'; base-uri 'none'")
     assert "X-Frame-Options" not in response
     assert client.get("/").get("X-Frame-Options") == "DENY"
 
