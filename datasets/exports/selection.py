@@ -134,7 +134,7 @@ class Selection:
         )
         for image_id, cat, x, y, crowd in points:
             out[image_id]["points"].append(
-                {"category_id": cats[cat].coco_id, "x": x, "y": y, "iscrowd": int(crowd)}
+                {"category_id": cats[cat].coco_id, "x": _r(x), "y": _r(y), "iscrowd": int(crowd)}
             )
         return out
 
@@ -161,12 +161,18 @@ def rle_uncompressed(parts: list[list[float]], width: int, height: int) -> tuple
     return {"size": [height, width], "counts": counts}, area, bbox
 
 
+def _r(value: float) -> float:
+    """Coordinates to a hundredth of a pixel, as COCO writes them: shorter, faster to parse."""
+    return round(float(value), 2)
+
+
 def instance_of(p: Polygon, category_id: int, width: int, height: int) -> dict[str, Any]:
-    points = [[p.point.x, p.point.y]] if p.point is not None else []
+    points = [[_r(p.point.x), _r(p.point.y)]] if p.point is not None else []
     if p.is_crowd:
         segmentation, area, bbox = rle_uncompressed(p.parts, width, height)
     else:
-        segmentation, area, bbox = p.parts, float(p.area), [float(v) for v in p.bbox]
+        segmentation = [[_r(v) for v in part] for part in p.parts]
+        area, bbox = _r(p.area), [_r(v) for v in p.bbox]
     return {
         "id": p.pk,
         "category_id": category_id,

@@ -180,6 +180,18 @@ class _Progress:
             raise ExportCancelled()
 
 
+class _FinishedFile(File):
+    """A finished local file: a local storage moves it into place (a rename on the same disk)
+    instead of copying it, as Django does with large uploads; S3 streams it up."""
+
+    def __init__(self, f: BinaryIO, path: Path) -> None:
+        super().__init__(f, name=path.name)
+        self._path = path
+
+    def temporary_file_path(self) -> str:
+        return str(self._path)
+
+
 class _Publisher:
     """Uploads finished local files to the default storage under the export's prefix."""
 
@@ -188,7 +200,9 @@ class _Publisher:
         self.files: list[dict[str, Any]] = []
         self.stored: list[str] = []
 
-    def publish(self, name: str, path: Path, *, sha256: str | None = None) -> dict[str, Any]:
+    def publish(self, name: str, path: Path, *, sha256: str | None = None, move: bool = True) -> dict[str, Any]:
+        """Store a finished file; ``move`` lets a local storage take the file itself (never
+        for a file that is not the export's own, such as the loader's source)."""
         if sha256 is None:
             digest = hashlib.sha256()
             with open(path, "rb") as f:
@@ -196,12 +210,13 @@ class _Publisher:
                     digest.update(block)
             sha256 = digest.hexdigest()
         target = f"{self.prefix}/{name}"
+        size = path.stat().st_size
         with open(path, "rb") as f:
-            saved = default_storage.save(target, File(f, name=Path(name).name))
+            saved = default_storage.save(target, _FinishedFile(f, path) if move else File(f, name=path.name))
         self.stored.append(saved)
         if saved != target:
             raise RuntimeError(f"storage renamed {target} to {saved}; the export prefix is not private")
-        entry = {"name": name, "size": path.stat().st_size, "sha256": sha256}
+        entry = {"name": name, "size": size, "sha256": sha256}
         self.files.append(entry)
         return entry
 
@@ -301,7 +316,7 @@ def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[d
         for split in SPLITS:
             splits[split]["shards"] = _write_shards(export, selection, workdir, publisher, progress, split, by_split[split])
 
-    publisher.publish(manifest_mod.LOADER_NAME, LOADER_SOURCE)
+    publisher.publish(manifest_mod.LOADER_NAME, LOADER_SOURCE, move=False)
     manifest = manifest_mod.build_manifest(
         project={"id": project.pk, "name": project.name},
         formats=formats,
@@ -369,13 +384,13 @@ def _write_by_id(export, selection, workdir, publisher, progress, split_of, spli
             for split, path in coco.finish().items():
                 entry = publisher.publish(f"coco/{split}.json", path)
                 splits[split]["coco"] = {**entry, **coco.counts[split]}
-                path.unlink()
+                path.unlink(missing_ok=True)
         for split, (path, f, writer) in folders.items():
             writer.close()
             f.close()
             entry = publisher.publish(f"imagefolder/{split}.tar", path, sha256=writer.sha256.hexdigest())
             splits[split]["imagefolder"] = {**entry, "samples": kept[split], "skipped": skipped[split]}
-            path.unlink()
+            path.unlink(missing_ok=True)
     finally:
         if coco is not None:
             coco.close()
@@ -399,7 +414,7 @@ def _write_shards(export, selection, workdir, publisher, progress, split, sample
                 progress.step()
             shard.writer.close()
         publisher.publish(name, path, sha256=shard.writer.sha256.hexdigest())
-        path.unlink()
+        path.unlink(missing_ok=True)
         entries.append(shard.entry())
     return entries
 

@@ -23,6 +23,7 @@ The transforms here (:class:`RandomCrop`, :class:`Resize`, :class:`RandomHorizon
 """
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "ShardDataset",
     "CocoDataset",
     "ShardChecksumError",
+    "Sample",
     "Compose",
     "RandomCrop",
     "Resize",
@@ -173,24 +175,105 @@ def iter_samples(stream) -> Iterator[dict[str, Any]]:
 _IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 
+class _ArrowArray(ctypes.Structure):
+    pass
+
+
+_ArrowArray._fields_ = [
+    ("length", ctypes.c_int64), ("null_count", ctypes.c_int64), ("offset", ctypes.c_int64),
+    ("n_buffers", ctypes.c_int64), ("n_children", ctypes.c_int64), ("buffers", ctypes.POINTER(ctypes.c_void_p)),
+    ("children", ctypes.POINTER(ctypes.POINTER(_ArrowArray))), ("dictionary", ctypes.POINTER(_ArrowArray)),
+    ("release", ctypes.c_void_p), ("private_data", ctypes.c_void_p),
+]
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype = ctypes.c_void_p
+_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_BUCKET = 1 << 18  # ctypes caches one array type per length: round lengths up to few buckets
+
+
+def _pixels_zero_copy(img: Image.Image) -> torch.Tensor | None:
+    """The decoded pixels as a flat uint8 RGBX tensor over Pillow's own memory, without a copy.
+
+    Pillow (>= 11.2) exports an image through the Arrow C data interface; its RGB pixels are
+    stored as RGBX. The tensor's buffer object holds the Arrow capsules, which hold Pillow's
+    memory, so the pixels live as long as any view of them. None when Pillow cannot export
+    (older Pillow, or an image spread over several memory blocks).
+    """
+    try:
+        try:
+            capsule = img.im.__arrow_c_array__()  # the array alone; its schema is known: RGBX bytes
+        except AttributeError:
+            capsule = img.__arrow_c_array__()[1]
+    except (AttributeError, ValueError, TypeError, OSError):
+        return None
+    array = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
+    w, h = img.size
+    if array.length != w * h or array.offset != 0 or array.n_children != 1:
+        return None
+    child = array.children[0].contents
+    n = child.length
+    if n != w * h * 4 or child.n_buffers < 2 or not child.buffers[1]:
+        return None
+    buffer = (ctypes.c_uint8 * (-(-n // _BUCKET) * _BUCKET)).from_address(child.buffers[1])
+    buffer._keep = capsule  # keeps Pillow's memory alive while the tensor lives
+    return torch.frombuffer(buffer, dtype=torch.uint8, count=n)
+
+
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a ``uint8`` tensor C x H x W (a view over one buffer, no copy)."""
+    """An RGB PIL image as a ``uint8`` tensor C x H x W: a view of the decoded pixels."""
     if img.mode != "RGB":
         img = img.convert("RGB")
+    rgbx = _pixels_zero_copy(img)
     w, h = img.size
+    if rgbx is not None:
+        return rgbx.as_strided((3, h, w), (1, 4 * w, 4))
     return _frombuffer(img.tobytes()).view(h, w, 3).permute(2, 0, 1)
 
 
-def decode_image(data: bytes, mode: str = "tensor", orientation: int = 1):
-    """Decode bytes to RGB; ``orientation`` is the EXIF tag the export recorded (geometry is in
-    the upright image, so a rotated original is turned upright)."""
-    img = Image.open(io.BytesIO(data))
-    if orientation != 1:
-        img = ImageOps.exif_transpose(img)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    else:
-        img.load()
+_TRANSPOSE = {  # EXIF orientation -> the transpose that turns the image upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _decode_jpeg_sized(data: bytes, width: int, height: int, orientation: int) -> Image.Image | None:
+    """Decode a JPEG whose upright size the manifest gives, straight through libjpeg.
+
+    ``Image.open`` first walks the JPEG's markers in Python to learn its size and mode; knowing
+    the size already, we hand the bytes to the decoder at once (``Image.frombytes`` with the
+    ``jpeg`` decoder, into an image left uninitialised). Same pixels, less work. None when the decoder refuses (a CMYK JPEG, a
+    size that does not match), and the caller falls back to ``Image.open``.
+    """
+    size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    img = Image.new("RGB", size, None)  # not initialised: the decoder writes every pixel
+    try:
+        img.frombytes(data, "jpeg", "RGB", "")
+    except (ValueError, OSError):
+        return None
+    transpose = _TRANSPOSE.get(orientation)
+    return img.transpose(transpose) if transpose is not None else img
+
+
+def decode_image(data: bytes, mode: str = "tensor", orientation: int = 1, *, ext: str = "",
+                 size: tuple[int, int] | None = None):
+    """Decode bytes to RGB: a uint8 C x H x W tensor, or a PIL image with ``mode="pil"``.
+
+    ``orientation`` is the EXIF tag the export recorded (geometry is in the upright image, so a
+    rotated original is turned upright). With ``ext`` "jpg" and the upright ``size`` (width,
+    height) known, JPEGs take the direct decoder path.
+    """
+    img = None
+    if size is not None and ext in ("jpg", "jpeg"):
+        img = _decode_jpeg_sized(data, size[0], size[1], orientation)
+    if img is None:
+        img = Image.open(io.BytesIO(data))
+        if orientation != 1:
+            img = ImageOps.exif_transpose(img)
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        else:
+            img.load()
     if mode == "pil":
         return img
     return _pil_to_tensor(img)
@@ -215,28 +298,97 @@ class PackedImages(list):
         tensors = [t for t in self if isinstance(t, torch.Tensor)]
         if not self or len(tensors) != len(self) or len({t.dtype for t in tensors}) != 1:
             return (PackedImages, (list(self),))
-        flat = torch.empty(sum(t.numel() for t in tensors), dtype=tensors[0].dtype)
         layout = []
         offset = 0
+        flat = torch.empty(sum(_packed_numel(t) for t in tensors), dtype=tensors[0].dtype)
         for t in tensors:
-            n = t.numel()
-            hwc = t.dim() == 3 and t.permute(1, 2, 0).is_contiguous()
-            src = t.permute(1, 2, 0) if hwc else t
+            src, kind = _packing_view(t)
+            n = src.numel()
             flat[offset: offset + n].view(src.shape).copy_(src)
-            layout.append((tuple(src.shape), hwc))
+            layout.append((tuple(src.shape), kind))
             offset += n
         return (_unpack_images, (flat, layout))
+
+
+def _packing_view(t: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """The memory-order view of an image tensor to copy: its RGBX or HWC buffer when it is a
+    C x H x W view of one (a plain copy), else the tensor itself."""
+    if t.dim() == 3 and t.shape[0] == 3:
+        h, w = t.shape[1], t.shape[2]
+        if t.stride() == (1, 4 * w, 4):
+            return t.as_strided((h, w, 4), (4 * w, 4, 1)), "rgbx"
+        if t.stride() == (1, 3 * w, 3):
+            return t.permute(1, 2, 0), "hwc"
+    return t, "plain"
+
+
+def _packed_numel(t: torch.Tensor) -> int:
+    return _packing_view(t)[0].numel()
 
 
 def _unpack_images(flat: torch.Tensor, layout: list) -> PackedImages:
     out = PackedImages()
     offset = 0
-    for shape, hwc in layout:
+    for shape, kind in layout:
         n = math.prod(shape)
         view = flat[offset: offset + n].view(shape)
-        out.append(view.permute(2, 0, 1) if hwc else view)
+        if kind == "rgbx":
+            view = view[:, :, :3].permute(2, 0, 1)
+        elif kind == "hwc":
+            view = view.permute(2, 0, 1)
+        out.append(view)
         offset += n
     return out
+
+
+class Sample:
+    """A sample or batch as a read-only mapping: ``s["image"]``, ``s["target"]``, ``s["__key__"]``.
+
+    Deliberately not a ``collections.abc.Mapping``: a DataLoader with ``batch_size=None`` runs
+    ``default_convert`` over every item, which walks dicts and lists element by element and would
+    spend more time in the targets' coordinates than Pillow spends decoding the image.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def keys(self):
+        return self._data.keys()
+
+    def items(self):
+        return self._data.items()
+
+    def values(self):
+        return self._data.values()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sample) and self._data == other._data
+
+    def __repr__(self) -> str:
+        return f"Sample(keys={list(self._data)})"
+
+    def __reduce__(self):
+        return (Sample, (self._data,))
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +624,11 @@ class ShardDataset(IterableDataset):
         if data is None:
             raise KeyError(f"sample {sample['__key__']} has no image member")
         target = json.loads(sample["json"]) if "json" in sample else {}
-        image = data if self.decode == "raw" else decode_image(data, self.decode, target.get("exif_orientation", 1))
+        if self.decode == "raw":
+            image = data
+        else:
+            size = (target["width"], target["height"]) if "width" in target and "height" in target else None
+            image = decode_image(data, self.decode, target.get("exif_orientation", 1), ext=ext, size=size)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target
@@ -492,7 +648,7 @@ class ShardDataset(IterableDataset):
             for sample in raw:
                 image, target = self._decode(sample)
                 self._position += 1
-                yield {"__key__": sample["__key__"], "image": image, "target": target}
+                yield Sample({"__key__": sample["__key__"], "image": image, "target": target})
             return
         for _ in range(skip * self.batch_size):
             if next(raw, None) is None:
@@ -507,12 +663,12 @@ class ShardDataset(IterableDataset):
             targets.append(target)
             if len(keys) == self.batch_size:
                 self._position += 1
-                yield {"__key__": keys, "image": images, "target": targets}
+                yield Sample({"__key__": keys, "image": images, "target": targets})
                 keys, targets = [], []
                 images = PackedImages() if in_worker and self.decode == "tensor" else []
         if keys and not self.drop_last:
             self._position += 1
-            yield {"__key__": keys, "image": images, "target": targets}
+            yield Sample({"__key__": keys, "image": images, "target": targets})
 
 
 # --------------------------------------------------------------------------------------------
@@ -553,8 +709,11 @@ class CocoDataset(Dataset):
 
     def _load_image(self, id: int):
         img = self.images[id]
-        with open(self.root / img["file_name"], "rb") as f:
-            return decode_image(f.read(), self.decode, img.get("exif_orientation", 1))
+        name = img["file_name"]
+        with open(self.root / name, "rb") as f:
+            data = f.read()
+        return decode_image(data, self.decode, img.get("exif_orientation", 1), ext=name.rsplit(".", 1)[-1].lower(),
+                            size=(img["width"], img["height"]))
 
     def _load_target(self, id: int) -> dict[str, Any]:
         img = self.images[id]
@@ -860,9 +1019,10 @@ def collate(batch: list[Any]) -> Any:
     """
     if not batch:
         return batch
-    if isinstance(batch[0], dict):
+    if isinstance(batch[0], (dict, Sample)):
         images = [b["image"] for b in batch]
-        return {"__key__": [b["__key__"] for b in batch], "image": _stack(images), "target": [b["target"] for b in batch]}
+        return Sample({"__key__": [b["__key__"] for b in batch], "image": _stack(images),
+                       "target": [b["target"] for b in batch]})
     images, targets = zip(*batch)
     return _stack(list(images)), list(targets)
 

@@ -1,0 +1,229 @@
+"""How fast the loader turns an export into tensors, against Pillow's own decode rate.
+
+    .venv/bin/python benchmarks/loader.py [--images 2000] [--batch 32]
+
+Generates JPEGs (256x256 to 640x480, quality 90) with COCO-style polygons, writes them as our
+tar shards (with the exporter's own tar writer and sample JSON) and as image files plus COCO
+JSON, then measures images per second, in one run:
+
+* the baseline: Pillow decoding the same bytes from memory to RGB on one core;
+* ShardDataset through a DataLoader with 0 and 2 workers;
+* CocoDataset (files + COCO JSON) through a DataLoader with 0 and 2 workers;
+* the webdataset library reading our shards (decode "torchrgb8") with 0 and 2 workers.
+
+Rates are reported as ratios to the baseline. Prints tables, then one JSON object as the last
+line. Needs no Django: the loader and the tar writer are plain Python.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from datasets.exports.tarwriter import TarWriter  # noqa: E402
+from datasets.loader import CocoDataset, ShardDataset, collate  # noqa: E402
+
+
+def make_image(rng: random.Random) -> tuple[bytes, int, int, list[dict]]:
+    w, h = rng.randint(256, 640), rng.randint(256, 480)
+    img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+    anns = []
+    for _ in range(rng.randint(1, 6)):
+        cx, cy, r = rng.uniform(20, w - 20), rng.uniform(20, h - 20), rng.uniform(8, min(w, h) / 4)
+        pts = []
+        for k in range(12):
+            a = 2 * 3.14159 * k / 12
+            rr = r * rng.uniform(0.6, 1.0)
+            pts += [min(max(cx + rr * math.cos(a), 0), w), min(max(cy + rr * math.sin(a), 0), h)]
+        draw.polygon(list(zip(pts[0::2], pts[1::2])), fill=tuple(rng.randrange(256) for _ in range(3)))
+        pts = [round(v, 2) for v in pts]  # as the exporter writes them
+        xs, ys = pts[0::2], pts[1::2]
+        anns.append({"category_id": rng.choice([1, 2, 3]), "segmentation": [pts],
+                     "bbox": [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)], "iscrowd": 0,
+                     "area": round((max(xs) - min(xs)) * (max(ys) - min(ys)) * 0.7, 2)})
+    noise = Image.effect_noise((w, h), 24).convert("RGB")
+    img = Image.blend(img, noise, 0.15).filter(ImageFilter.SMOOTH)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=90)
+    return out.getvalue(), w, h, anns
+
+
+def build(folder: Path, n: int, shards: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    images_dir = folder / "images"
+    images_dir.mkdir(parents=True)
+    (folder / "shards").mkdir()
+    items = []
+    coco = {"images": [], "annotations": [], "categories": [{"id": i, "name": f"c{i}", "supercategory": ""} for i in (1, 2, 3)]}
+    ann_id = 1
+    for i in range(1, n + 1):
+        data, w, h, anns = make_image(rng)
+        key = f"{i:010d}"
+        (images_dir / f"{key}.jpg").write_bytes(data)
+        instances = []
+        for a in anns:
+            instances.append({"id": ann_id, **a, "points": []})
+            coco["annotations"].append({"id": ann_id, "image_id": i, **a})
+            ann_id += 1
+        coco["images"].append({"id": i, "file_name": f"{key}.jpg", "width": w, "height": h})
+        meta = {"image_id": i, "key": key, "file_name": f"{key}.jpg", "width": w, "height": h, "size": [h, w],
+                "exif_orientation": 1, "labels": [], "instances": instances, "points": []}
+        items.append((key, data, json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()))
+    (folder / "coco.json").write_text(json.dumps(coco))
+    per = -(-n // shards)
+    entries = []
+    for s in range(shards):
+        chunk = items[s * per:(s + 1) * per]
+        name = f"shards/train-{s:06d}.tar"
+        with open(folder / name, "wb") as f:
+            writer = TarWriter(f)
+            for key, data, meta in chunk:
+                writer.add_bytes(f"{key}.jpg", data)
+                writer.add_bytes(f"{key}.json", meta)
+            writer.close()
+        entries.append({"name": name, "samples": len(chunk), "sha256": writer.sha256.hexdigest(), "size": writer.size,
+                        "first_key": chunk[0][0], "last_key": chunk[-1][0]})
+    manifest = {"format": "annotator-export", "format_version": 1, "seed": 0, "splits": {"train": {"images": n, "shards": entries}}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return {"bytes": [d for _, d, _ in items], "pixels": sum(1 for _ in items)}
+
+
+def timed(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def pillow_baseline(blobs: list[bytes]) -> None:
+    for b in blobs:
+        img = Image.open(io.BytesIO(b))
+        img = img.convert("RGB") if img.mode != "RGB" else img
+        img.load()
+
+
+def count(loader) -> int:
+    n = 0
+    for item in loader:
+        keys = item["__key__"] if isinstance(item, dict) or hasattr(item, "keys") else None
+        n += len(keys) if isinstance(keys, list) else 1
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is reported")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="loader-bench-"))
+    try:
+        t = time.perf_counter()
+        data = build(work, args.images, args.shards)
+        build_s = time.perf_counter() - t
+        n = args.images
+        blobs = data["bytes"]
+        results: dict[str, float] = {}
+
+        def rate(seconds: float) -> float:
+            return n / seconds
+
+        pillow_baseline(blobs)  # warm the caches
+
+        def shard_run(workers: int, batch: int | None):
+            ds = ShardDataset(work, "train", batch_size=batch)
+            loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False)
+            got = count(loader)
+            assert got == n, (got, n)
+
+        def coco_run(workers: int):
+            ds = CocoDataset(work / "images", work / "coco.json")
+            loader = DataLoader(ds, batch_size=args.batch, num_workers=workers, collate_fn=collate)
+            got = sum(len(targets) for _, targets in loader)
+            assert got == n
+
+        def wds_run(workers: int):
+            import webdataset as wds
+
+            urls = sorted(str(p) for p in (work / "shards").glob("*.tar"))
+            ds = (wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=wds.shardlists.single_node_only)
+                  .decode("torchrgb8").to_tuple("jpg", "json").batched(args.batch, collation_fn=list, partial=True))
+            loader = DataLoader(ds, batch_size=None, num_workers=workers)
+            got = sum(len(b) for b in loader)
+            assert got == n, (got, n)
+
+        runs = {
+            "shards_workers0": lambda: shard_run(0, None),
+            "shards_workers0_batched": lambda: shard_run(0, args.batch),
+            "shards_workers2": lambda: shard_run(2, args.batch),
+            "coco_workers0": lambda: coco_run(0),
+            "coco_workers2": lambda: coco_run(2),
+            "webdataset_workers0": lambda: wds_run(0),
+            "webdataset_workers2": lambda: wds_run(2),
+        }
+        # Other programs share this machine: measure the baseline right before each pipeline, in
+        # several rounds, and take the median of the ratios of neighbouring runs.
+        base_runs: list[float] = []
+        ratio_runs: dict[str, list[float]] = {k: [] for k in runs}
+        times: dict[str, list[float]] = {k: [] for k in runs}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                b = timed(lambda: pillow_baseline(blobs), 1)
+                t = timed(fn, 1)
+                base_runs.append(b)
+                times[name].append(t)
+                ratio_runs[name].append(b / t)
+        results["pillow_decode_1core"] = rate(statistics.median(base_runs))
+        for name in runs:
+            results[name] = rate(statistics.median(times[name]))
+        ratios = {"pillow_decode_1core": 1.0}
+        ratios.update({k: round(statistics.median(v), 3) for k, v in ratio_runs.items()})
+        mp = sum(Image.open(io.BytesIO(b)).size[0] * Image.open(io.BytesIO(b)).size[1] for b in blobs) / n / 1e6
+        print(f"Loader benchmark: {n} JPEGs (q90, mean {mp:.2f} MP), {args.shards} shards, batch {args.batch}, "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__}; data built in {build_s:.1f}s; "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print()
+        print(f"{'pipeline':32} {'images/s':>10} {'x Pillow 1-core':>16}   (median ratio of neighbouring runs)")
+        print("-" * 60)
+        for k, v in results.items():
+            print(f"{k:32} {v:10.0f} {ratios[k]:16.3f}")
+        print()
+        goals = {
+            "shards_workers0 >= 0.95": ratios["shards_workers0"] >= 0.95,
+            "shards_workers2 >= 1.5": ratios["shards_workers2"] >= 1.5,
+            "shards ahead of webdataset (0 workers)": results["shards_workers0"] > results["webdataset_workers0"],
+            "shards ahead of webdataset (2 workers)": results["shards_workers2"] > results["webdataset_workers2"],
+        }
+        for k, ok in goals.items():
+            print(f"goal {k:45} {'met' if ok else 'NOT met'}")
+        print(json.dumps({"benchmark": "loader", "images": n, "cpus": os.cpu_count(),
+                          "load_average": round(os.getloadavg()[0], 1),
+                          "rates": {k: round(v, 1) for k, v in results.items()}, "ratios": ratios,
+                          "goals": goals}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
