@@ -109,16 +109,20 @@ class CrowdStageAdmin(admin.ModelAdmin):
     @admin.action(description="Launch stage (shows the cost first)")
     def launch_stage(self, request, queryset):
         if "apply" in request.POST:
+            from crowd import tasks
+
             for stage in queryset:
                 try:
-                    plan, published = services.stage_launch(stage_id=stage.pk)
+                    plan = services.stage_plan(stage_id=stage.pk)
                 except (ProviderError, services.CrowdError, ValueError) as exc:
                     self.message_user(request, f"{stage}: {exc}", messages.ERROR)
                     continue
+                # Publishing (one CreateHIT per HIT, up to the balance) runs in a worker.
+                tasks.stage_publish.delay_on_commit(stage.pk)
                 stage.refresh_from_db()
                 level = messages.WARNING if stage.status == CrowdStage.Status.PAUSED else messages.SUCCESS
-                self.message_user(request, f"{stage}: {len(plan.created)} HITs planned, {published.published} "
-                                           f"published. {stage.status_reason}", level)
+                self.message_user(request, f"{stage}: {len(plan.created)} HITs planned; publishing them in the "
+                                           f"background (see HITs). {stage.status_reason}", level)
             return None
         rows = []
         for stage in queryset.select_related("project"):

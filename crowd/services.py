@@ -325,15 +325,23 @@ def stage_publish(*, stage_id: int, provider: CrowdProvider | None = None) -> Pu
     return result
 
 
-def stage_launch(*, stage_id: int, items: list[Any] | None = None,
-                 provider: CrowdProvider | None = None) -> tuple[PlanResult, PublishResult]:
-    """Plan the stage's HITs up to the budget and publish them up to the balance."""
+def stage_plan(*, stage_id: int, items: list[Any] | None = None,
+               provider: CrowdProvider | None = None) -> PlanResult:
+    """Register the HIT type and plan the stage's HITs up to the budget (nothing published yet)."""
     stage = CrowdStage.objects.select_related("project").get(pk=stage_id)
     provider = provider or provider_for(stage.project_id)
     stage_hit_type(stage=stage, provider=provider)
     CrowdStage.objects.filter(pk=stage.pk).update(status=CrowdStage.Status.LAUNCHED, status_reason="")
-    plan = hits_plan(stage=stage, items=items)
-    return plan, stage_publish(stage_id=stage.pk, provider=provider)
+    return hits_plan(stage=stage, items=items)
+
+
+def stage_launch(*, stage_id: int, items: list[Any] | None = None,
+                 provider: CrowdProvider | None = None) -> tuple[PlanResult, PublishResult]:
+    """Plan the stage's HITs up to the budget and publish them up to the balance."""
+    stage = CrowdStage.objects.get(pk=stage_id)
+    provider = provider or provider_for(stage.project_id)
+    plan = stage_plan(stage_id=stage_id, items=items, provider=provider)
+    return plan, stage_publish(stage_id=stage_id, provider=provider)
 
 
 def hit_extend(*, hit_id: int, seconds: int, provider: CrowdProvider | None = None) -> HIT:

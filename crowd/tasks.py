@@ -51,7 +51,7 @@ def sync_all() -> int:
     """Beat: queue one sync per stage with HITs out."""
     ids = list(selectors.stages_to_sync().values_list("pk", flat=True))
     for pk in ids:
-        stage_sync.delay(pk)
+        stage_sync.delay_on_commit(pk)
     return len(ids)
 
 
