@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import re
 import secrets
@@ -138,6 +139,7 @@ class State:
     qual_types: dict[str, dict] = field(default_factory=dict)
     quals: dict[tuple[str, str], int] = field(default_factory=dict)
     messages: list[dict] = field(default_factory=list)
+    auto_approvals: list[tuple[datetime, str]] = field(default_factory=list)  # heap
 
 
 class FakeMTurk:
@@ -219,6 +221,7 @@ class FakeMTurk:
             asg.answer = xml if xml is not None else answer_xml(fields or {})
             asg.status, asg.submitted = "Submitted", self.now()
             asg.auto_approval = self.now() + timedelta(seconds=hit.type.auto_approval)
+            heapq.heappush(self.state.auto_approvals, (asg.auto_approval, asg.id))
 
     def work(self, hit_id: str, worker_id: str, fields: dict[str, str] | None = None) -> str:
         aid = self.accept(hit_id, worker_id)
@@ -230,9 +233,13 @@ class FakeMTurk:
         return a.status == "Accepted" and self.now() > a.deadline
 
     def _tick(self) -> None:
+        """Auto-approve what waited past its AutoApprovalTime (a heap: no scan of every assignment)."""
         now = self.now()
-        for a in self.state.assignments.values():
-            if a.status == "Submitted" and a.auto_approval and now >= a.auto_approval:
+        due = self.state.auto_approvals
+        while due and due[0][0] <= now:
+            _, aid = heapq.heappop(due)
+            a = self.state.assignments[aid]
+            if a.status == "Submitted":
                 self._pay(a, "")
 
     def _hit_status(self, hit: Hit) -> str:

@@ -273,3 +273,14 @@ def test_every_reviewable_hit_is_synced_even_past_the_first_pages(fake_mturk, ma
         report = services.stage_sync(stage_id=stage.pk)
     assert report.hits == 230 and report.disposed == 230
     assert svc.calls["ListReviewableHITs"] == 3  # 100 per page
+
+
+def test_work_left_unreviewed_is_auto_approved_by_the_provider_and_recorded(launched):
+    svc = launched["svc"]
+    ids = work_everything(launched)
+    svc.advance(seconds=launched["stage"].auto_approval_delay_s + 1)
+    services.stage_sync(stage_id=launched["stage"].pk)
+    states = dict(Assignment.objects.values_list("provider_assignment_id", "state"))
+    assert set(states.values()) == {Assignment.State.APPROVED}  # the provider approved them first
+    assert svc.calls["ApproveAssignment"] == svc.calls["RejectAssignment"] == 0
+    assert Assignment.objects.get(provider_assignment_id=ids["wrong"]).decision == "approve"
