@@ -177,8 +177,19 @@ def test_segmentation_flags_a_crossing_outline_and_refuses_short_ones(page, live
     assert page.locator("polygon.part.bad").count() == 1
     assert page.locator("#submit").is_disabled()
     assert "crosses itself" in page.locator("#status").text_content()
-    page.keyboard.press("Control+z")  # reopen, drop a vertex, try to close with two
-    page.keyboard.press("Delete")
+    # Double-click an edge: exactly one vertex is inserted.
+    page.keyboard.press("Control+z")
+    page.keyboard.press("Delete")  # drop the crossing vertex: a triangle
+    page.keyboard.press("Enter")
+    assert page.locator("polygon.part").count() == 1 and page.locator("circle.vertex").count() == 3
+    page.mouse.dblclick(*to_page(t, 250, 200))  # the middle of the top edge
+    pts = snapshot(page)[0]["points"]
+    assert len(pts) == 4 and abs(pts[3][1] - pts[2][1]) <= TOL and pts[0][0] < pts[3][0] < pts[2][0]
+    assert not page.locator("#submit").is_disabled()
+    page.keyboard.press("Control+z")  # the insertion
+    page.keyboard.press("Control+z")  # the close
+    page.keyboard.press("Control+y")  # the close again ...
+    page.keyboard.press("Control+z")  # ... and undone: open triangle, now drop a vertex and try closing
     page.keyboard.press("Delete")
     page.keyboard.press("Enter")
     assert "at least 3 vertices" in page.locator("#error").text_content()

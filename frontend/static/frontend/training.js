@@ -8,7 +8,7 @@ import { Shell, el, readTask } from "./ui.js";
 export function mountTraining(root, task) {
   const shell = new Shell(root, task, {
     title: "Training: outline these objects",
-    subtitle: `${task.items.length} objects · ${task.project.name}`,
+    subtitle: `${task.items.length} object${task.items.length === 1 ? "" : "s"} · ${task.project.name}`,
     instructions: `Outline each object marked by the pink dot as closely as you can. You pass when every ` +
       `outline overlaps the known one by at least ${Math.round(task.threshold * 100)}% (intersection over union).`,
     shortcuts: [["PageDown / PageUp", "next / previous object"], ...EDITOR_SHORTCUTS],

@@ -125,6 +125,8 @@ export class Shell {
       } else if (this.task.kind !== "training" || (reply.training && reply.training.passed)) {
         this.say("Stored. Handing the assignment back…");
         submitToTurk(document, this.host, { answerId: reply.answer, summary: reply.summary });
+      } else {
+        this.say("Scored: see the result beside the image.");
       }
       document.body.dataset.submitted = String(reply.answer);
       return reply;
