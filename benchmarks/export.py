@@ -1,0 +1,200 @@
+"""How fast exports write shards, and whether their memory stays flat as projects grow.
+
+    .venv/bin/python benchmarks/export.py [--sizes 1000 10000]
+
+For each size, in a fresh process with its own database and media folder: make a project of
+that many JPEGs (320x240 to 640x480, quality 90, each with two accepted polygons), then time
+
+* plain copying: every image file read from the storage and written to a folder, and
+* an export of the same images as tar shards (``export_build`` with ``formats=["shards"]``:
+  database reads, sample JSON, tar writing, sha256, publishing to the storage),
+
+as MB of image bytes per second, and the peak resident memory the export adds over what the
+process held before it (sampled every 5 ms). Prints a table, then one JSON object as the last line.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRss:
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakRss":
+        self.start = rss_bytes()
+        self.peak = self.start
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+def base_jpegs(count: int = 40) -> list[bytes]:
+    from PIL import Image, ImageDraw, ImageFilter
+
+    rng = random.Random(0)
+    out = []
+    for _ in range(count):
+        w, h = rng.randint(320, 640), rng.randint(240, 480)
+        img = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(8):
+            x, y = rng.randrange(w), rng.randrange(h)
+            draw.ellipse([x, y, x + rng.randrange(20, 200), y + rng.randrange(20, 200)],
+                         fill=tuple(rng.randrange(256) for _ in range(3)))
+        img = Image.blend(img, Image.effect_noise((w, h), 30).convert("RGB"), 0.2).filter(ImageFilter.SMOOTH)
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=90)
+        out.append((buf.getvalue(), w, h))
+    return out
+
+
+def unique(jpeg: bytes, n: int) -> bytes:
+    """The same picture with a comment segment naming it: different bytes, same pixels."""
+    comment = f"annotator benchmark image {n}".encode()
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
+def one(size: int) -> dict:
+    var = Path(tempfile.mkdtemp(prefix="export-bench-"))
+    os.environ.update({"ANNOTATOR_VAR_DIR": str(var), "SECRET_KEY": "benchmark-only-" + "x" * 40, "DEBUG": "false",
+                       "SECURE_SSL_REDIRECT": "false", "DJANGO_SETTINGS_MODULE": "annotator.settings",
+                       "LOG_LEVEL": "WARNING"})
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.files.storage import default_storage
+    from django.core.management import call_command
+
+    from datasets.exports.service import export_build, export_create
+    from datasets.exports.streams import open_stream
+    from datasets.models import Category, Image, Polygon, Project, Stage
+
+    try:
+        call_command("migrate", verbosity=0)
+        owner = get_user_model().objects.create_user("bench")
+        project = Project.objects.create(name="bench", owner=owner)
+        cat = Category.objects.create(project=project, coco_id=1, name="thing")
+        pool = base_jpegs()
+        t = time.perf_counter()
+        rows, total_bytes = [], 0
+        for i in range(size):
+            data, w, h = pool[i % len(pool)]
+            data = unique(data, i)
+            digest = hashlib.sha256(data).hexdigest()
+            name = f"projects/{project.pk}/images/{digest[:2]}/{digest}.jpg"
+            path = Path(default_storage.path(name))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            total_bytes += len(data)
+            rows.append(Image(project=project, file=name, width=w, height=h, format="JPEG", file_size=len(data),
+                              sha256=digest, original_name=f"{i}.jpg"))
+            if len(rows) == 2000:
+                Image.objects.bulk_create(rows)
+                rows = []
+        Image.objects.bulk_create(rows)
+        polys = []
+        for pk, w, h in Image.objects.filter(project=project).values_list("id", "width", "height").iterator():
+            for k in range(2):
+                x, y = 10 + 30 * k, 10 + 20 * k
+                polys.append(Polygon(image_id=pk, category=cat, stage=Stage.VERIFICATION, made_by="w",
+                                     parts=[[x, y, x + 50.5, y, x + 50.5, y + 40.25, x, y + 40.25]], area=2032.6,
+                                     bbox=[x, y, 50.5, 40.25], status=Polygon.Status.ACCEPTED))
+            if len(polys) >= 4000:
+                Polygon.objects.bulk_create(polys)
+                polys = []
+        Polygon.objects.bulk_create(polys)
+        setup_s = time.perf_counter() - t
+
+        # Plain copying of the same files, through the same storage reads.
+        target = var / "plain-copy"
+        target.mkdir()
+        t = time.perf_counter()
+        for name in Image.objects.filter(project=project).values_list("file", flat=True).iterator():
+            with open_stream(name) as src, open(target / Path(name).name, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        copy_s = time.perf_counter() - t
+        shutil.rmtree(target)
+
+        export = export_create(project=project, queue=False, formats=["shards"], min_shards=8,
+                               split_ratios={"train": 1.0, "val": 0.0, "test": 0.0})
+        with PeakRss() as mem:
+            t = time.perf_counter()
+            export = export_build(export_id=export.pk)
+            shards_s = time.perf_counter() - t
+        assert export.status == "done", export.error
+        shard_bytes = sum(f["size"] for f in export.files if f["name"].startswith("shards/"))
+        mb = total_bytes / 1e6
+        return {"images": size, "image_mb": round(mb, 1), "setup_s": round(setup_s, 1),
+                "copy_mb_s": round(mb / copy_s, 1), "shards_mb_s": round(mb / shards_s, 1),
+                "ratio": round(copy_s / shards_s, 3), "shards": len([f for f in export.files if f["name"].startswith("shards/")]),
+                "shard_mb": round(shard_bytes / 1e6, 1), "peak_extra_rss_mb": round((mem.peak - mem.start) / 1e6, 1)}
+    finally:
+        shutil.rmtree(var, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one)))
+        return
+    results = []
+    for size in args.sizes:
+        done = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True,
+                              cwd=ROOT)
+        if done.returncode:
+            sys.exit(f"size {size} failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"Export benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          "each size in a fresh process, SQLite and local storage")
+    print()
+    print(f"{'images':>8} {'image MB':>9} {'copy MB/s':>10} {'shards MB/s':>12} {'ratio':>6} {'shards':>7} "
+          f"{'peak extra RSS MB':>18}")
+    for r in results:
+        print(f"{r['images']:>8} {r['image_mb']:>9} {r['copy_mb_s']:>10} {r['shards_mb_s']:>12} {r['ratio']:>6} "
+              f"{r['shards']:>7} {r['peak_extra_rss_mb']:>18}")
+    growth = results[-1]["peak_extra_rss_mb"] - results[0]["peak_extra_rss_mb"]
+    print()
+    print(f"memory growth from {results[0]['images']} to {results[-1]['images']} images: {growth:.1f} MB")
+    print(json.dumps({"benchmark": "export", "cpus": os.cpu_count(), "load_average": round(os.getloadavg()[0], 1),
+                      "results": results, "memory_growth_mb": round(growth, 1),
+                      "goal_ratio_0_8": all(r["ratio"] >= 0.8 for r in results)}))
+
+
+if __name__ == "__main__":
+    main()
