@@ -74,8 +74,9 @@ def test_archive_upload_is_staged_and_queued_after_commit(admin_client, project,
     assert image_import.source == ImageImport.Source.ARCHIVE
     assert queued == [(image_import.pk,)]
     # What the worker would do, run here: the staged archive is imported and then removed.
-    from datasets.services.ingest import image_import_run_staged
     from django.core.files.storage import default_storage
+
+    from datasets.services.ingest import image_import_run_staged
 
     image_import_run_staged(image_import=image_import)
     image_import.refresh_from_db()
@@ -169,3 +170,29 @@ def test_project_change_page_links_to_both_imports_and_edits_memberships(admin_c
     assert reverse("admin:datasets_project_import_images", args=[project.pk]) in html
     assert reverse("admin:datasets_project_import_categories", args=[project.pk]) in html
     assert "memberships-TOTAL_FORMS" in html
+
+
+def test_url_list_is_staged_queued_and_imported_by_the_worker_service(
+    admin_client, project, http_server, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from datasets import tasks
+
+    settings.INGEST_ALLOW_PRIVATE_URLS = True
+    http_server.routes["/a.jpg"] = (200, {}, jpeg_bytes(seed=40))
+    queued = []
+    monkeypatch.setattr(tasks.image_import_run, "apply_async", lambda args=None, kwargs=None, **options: queued.append(args))
+    text = f"# holiday\n{http_server.url('/a.jpg')}\n{http_server.url('/missing.jpg')}\n"
+    url = reverse("admin:datasets_project_import_images", args=[project.pk])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, {"urls": text, "attribution": "Holiday"})
+    assert response.status_code == 302
+    image_import = ImageImport.objects.get(project=project)
+    assert (image_import.source, image_import.source_detail, image_import.status) == (
+        ImageImport.Source.URLS, "2 URL(s)", ImageImport.Status.PENDING,
+    )
+    assert queued == [(image_import.pk,)]
+    tasks.image_import_run(image_import.pk)  # the task body, run here
+    image_import.refresh_from_db()
+    assert (image_import.status, image_import.imported, image_import.failed) == (ImageImport.Status.DONE, 1, 1)
+    assert Image.objects.get(project=project).attribution == "Holiday"
+    tasks.image_import_run(10**9)  # a row that is gone: returns quietly
