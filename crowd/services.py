@@ -265,6 +265,16 @@ def hit_publish(*, hit_id: int, provider: CrowdProvider | None = None) -> HIT | 
     stage = hit.stage
     provider = provider or provider_for(hit.project_id)
     type_id = stage.hit_type_id or stage_hit_type(stage=stage, provider=provider)
+    if hit.publish_attempts and clock.now() - hit.created_at > TOKEN_LIFETIME:
+        # The provider forgets tokens after 24 hours: an earlier attempt may have made the HIT.
+        annotation = _annotation(hit)
+        earlier = next((u for u in provider.units_all() if u.annotation == annotation), None)
+        if earlier is not None:
+            HIT.objects.filter(pk=hit.pk, provider_hit_id__isnull=True).update(
+                provider_hit_id=earlier.id, hit_type_id=earlier.type_id or type_id, status=HIT.Status.PUBLISHED,
+                published_at=clock.now(), expires_at=earlier.expiration)
+            hit.refresh_from_db()
+            return hit
     HIT.objects.filter(pk=hit.pk).update(publish_attempts=F("publish_attempts") + 1)
     question = external_question_xml(
         check_task_url(hit.task_url, allow_http_loopback=settings.CROWD_ALLOW_HTTP_LOOPBACK), stage.frame_height)

@@ -124,6 +124,10 @@ class CrowdProvider(abc.ABC):
     def units_reviewable(self, *, type_id: str) -> Iterator[Unit]: ...
 
     @abc.abstractmethod
+    def units_all(self) -> Iterator[Unit]:
+        """Every unit of the requester (costly: only to find one whose creation answer was lost)."""
+
+    @abc.abstractmethod
     def unit_set_expiration(self, unit_id: str, expire_at: datetime) -> None: ...
 
     @abc.abstractmethod

@@ -228,6 +228,10 @@ class MTurkProvider(CrowdProvider):
         for h in self._pages("ListReviewableHITs", "HITs", HITTypeId=type_id, Status="Reviewable"):
             yield _unit(h)
 
+    def units_all(self) -> Iterator[Unit]:
+        for h in self._pages("ListHITs", "HITs"):
+            yield _unit(h)
+
     def unit_set_expiration(self, unit_id: str, expire_at: datetime) -> None:
         self._call("UpdateExpirationForHIT", self.client.update_expiration_for_hit, HITId=unit_id, ExpireAt=expire_at)
 

@@ -364,6 +364,13 @@ class FakeMTurk:
     def op_GetHIT(self, p: dict) -> dict:
         return {"HIT": self._hit_json(self._hit(p["HITId"]))}
 
+    def op_ListHITs(self, p: dict) -> dict:
+        chunk, nxt = self._page([h for h in self.state.hits.values() if not h.disposed], p)
+        out = {"NumResults": len(chunk), "HITs": [self._hit_json(h) for h in chunk]}
+        if nxt:
+            out["NextToken"] = nxt
+        return out
+
     def op_ListReviewableHITs(self, p: dict) -> dict:
         want = p.get("Status", "Reviewable")
         hits = [h for h in self.state.hits.values()

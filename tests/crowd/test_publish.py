@@ -169,3 +169,30 @@ def test_plain_http_task_pages_are_refused_outside_loopback(fake_mturk, settings
     settings.PUBLIC_BASE_URL = "https://annotator.example.org"
     plan = services.hits_plan(stage=stage)
     assert HIT.objects.get(pk=plan.created[0]).task_url.startswith("https://annotator.example.org/tasks/")
+
+
+def test_a_publish_retried_after_the_token_expired_finds_the_earlier_hit(
+        fake_mturk, settings, monkeypatch, make_project, make_images, make_stage):
+    """MTurk forgets a UniqueRequestToken after 24 hours; then the HIT is looked for by its annotation."""
+    from datetime import timedelta
+
+    from crowd import clock
+
+    settings.MTURK_MAX_ATTEMPTS = 0
+    project = make_project()
+    make_images(project, 2)
+    stage = make_stage(project)
+    services.stage_hit_type(stage=stage)
+    hit_id = services.hits_plan(stage=stage).created[0]
+    svc = fake_mturk.service
+    svc.inject("CreateHITWithHITType", "drop", 1)
+    with pytest.raises(TransientProviderError):
+        services.hit_publish(hit_id=hit_id)
+    later = clock.now() + timedelta(hours=25)
+    monkeypatch.setattr(clock, "now", lambda: later)
+    svc.advance(hours=25)  # the provider no longer knows the token
+
+    hit = services.hit_publish(hit_id=hit_id)
+    assert hit.status == HIT.Status.PUBLISHED and len(svc.state.hits) == 1
+    assert hit.provider_hit_id == next(iter(svc.state.hits))
+    assert svc.calls["ListHITs"] == 1 and svc.calls["CreateHITWithHITType"] == 1
