@@ -284,3 +284,13 @@ def test_direct_submission_needs_sign_in_and_csrf(project, point):
     ok = client.post(url, data=body, content_type="application/json", HTTP_X_CSRFTOKEN=token)
     assert ok.status_code == 201
     assert Polygon.objects.get().made_by == "alice"
+
+
+def test_admin_lists_the_tools_records(project, point, admin_client):
+    task = task_item_create(kind="segmentation", project=project, point=point)
+    submit(task, seg_answer(task, [SQUARE]))
+    for name in ("taskitem", "taskanswer", "trainingresult", "verificationvote"):
+        assert admin_client.get(f"/admin/frontend/{name}/").status_code == 200
+    page = admin_client.get("/admin/frontend/taskitem/").content.decode()
+    assert task_path(task=task) in page
+    assert admin_client.get("/admin/frontend/taskanswer/add/").status_code == 403

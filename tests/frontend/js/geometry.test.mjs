@@ -128,3 +128,31 @@ test("postAnswer reports the server's message", async () => {
   const down = async () => { throw new TypeError("network"); };
   await assert.rejects(postAnswer("/x", host, {}, { fetchImpl: down }), /kept in this browser/);
 });
+
+test("submitToTurk posts the form to externalSubmit and tells a marketplace parent", async () => {
+  const { submitToTurk } = await import("../../../frontend/static/frontend/host.js");
+  const made = [];
+  const messages = [];
+  const parent = { postMessage: (m, origin) => messages.push([m, origin]) };
+  const doc = {
+    createElement: (tag) => {
+      const node = { tag, children: [], appendChild(c) { this.children.push(c); }, submit() { this.submitted = true; } };
+      made.push(node);
+      return node;
+    },
+    body: { appendChild() {} },
+    defaultView: { parent },
+  };
+  const host = readHost("?assignmentId=A9&hitId=H&workerId=W&turkSubmitTo=https%3A%2F%2Fmarket.example%2F",
+    { pageOrigin: "https://market.example" });
+  assert.equal(host.mode, "marketplace");
+  const form = submitToTurk(doc, host, { answerId: 5, summary: "3 points" });
+  assert.equal(form.action, "https://market.example/mturk/externalSubmit");
+  assert.equal(form.method, "POST");
+  assert.equal(form.submitted, true);
+  assert.deepEqual(form.children.map((i) => [i.name, i.value]), [["assignmentId", "A9"], ["answerId", "5"], ["summary", "3 points"]]);
+  assert.deepEqual(messages, [[{ type: "annotator.submitted", assignmentId: "A9" }, "*"]]);
+  // Framed by MTurk itself: no message to the parent.
+  submitToTurk(doc, readHost("?assignmentId=A9&turkSubmitTo=https%3A%2F%2Fwww.mturk.com", { pageOrigin: "https://x" }), {});
+  assert.equal(messages.length, 1);
+});
