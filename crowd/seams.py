@@ -106,7 +106,9 @@ def unseen_stored_answers(*, known: Any, since: datetime, limit: int = 1000) -> 
     model = _task_answer_model()
     if model is None:
         return []
-    rows = model.objects.filter(created_at__gte=since).exclude(assignment_id__in=known).order_by("id")[:limit]
+    # "direct-<user id>" answers come from signed-in users who opened a task outside any HIT.
+    rows = (model.objects.filter(created_at__gte=since).exclude(assignment_id__in=known)
+            .exclude(assignment_id__startswith="direct-").order_by("id")[:limit])
     return [_stored(r) for r in rows]
 
 
