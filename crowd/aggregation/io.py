@@ -28,9 +28,9 @@ class Votes:
     items: np.ndarray  # int64, one entry per vote
     workers: np.ndarray  # int64
     labels: np.ndarray  # int64
-    item_names: np.ndarray  # str, item index -> task name
-    worker_names: np.ndarray  # str
-    label_names: np.ndarray  # str, class index -> label as written
+    item_names: np.ndarray  # object array of str, item index -> task name
+    worker_names: np.ndarray  # object array of str
+    label_names: np.ndarray  # object array of str, class index -> label as written
 
     @property
     def n_items(self) -> int:
@@ -66,12 +66,19 @@ def _name_order(unique: list[str]) -> list[str]:
 
 def sorted_names(names) -> np.ndarray:
     """Unique names, in numeric order when all of them are integers, else in string order."""
-    return np.array(_name_order(list(dict.fromkeys(str(n) for n in names))), dtype=str)
+    return _names_array(_name_order(list(dict.fromkeys(str(n) for n in names))))
+
+
+def _names_array(names: list[str]) -> np.ndarray:
+    """Names as an object array: no copy into fixed-width UTF-32, which is slow for long URLs."""
+    out = np.empty(len(names), dtype=object)
+    out[:] = names
+    return out
 
 
 def _lookup(names: np.ndarray, queries) -> np.ndarray:
     """Index of each query in ``names`` (``-1`` when absent)."""
-    position = {n: i for i, n in enumerate(np.asarray(names, dtype=str).tolist())}
+    position = {str(n): i for i, n in enumerate(names)}
     get = position.get
     return np.array([get(q, -1) for q in queries], dtype=np.int64)
 
@@ -82,9 +89,9 @@ def _encode_column(values: list[str], names, what: str) -> tuple[np.ndarray, np.
     if names is None:
         ordered = _name_order(list(dict.fromkeys(values)))  # dict.fromkeys: unique names at C speed
         position = {n: i for i, n in enumerate(ordered)}
-        codes = np.array([position[v] for v in values], dtype=np.int64)
-        return codes, np.array(ordered, dtype=str)
-    names = np.asarray(names, dtype=str)
+        codes = np.fromiter(map(position.__getitem__, values), dtype=np.int64, count=len(values))
+        return codes, _names_array(ordered)
+    names = _names_array([str(n) for n in names])
     if len(set(names.tolist())) != len(names):
         raise ValueError(f"the {what} names given are not unique")
     codes = _lookup(names, values)
@@ -125,7 +132,7 @@ def encode(
 def _as_str_list(values) -> list[str]:
     if isinstance(values, np.ndarray):
         values = values.tolist()
-    return [v if isinstance(v, str) else str(v) for v in values]
+    return list(map(str, values))  # str() of a str is the same object: a C-speed pass
 
 
 def _open_text(source: str | Path | _io.TextIOBase):
