@@ -7,7 +7,6 @@ database: the files in, the files out.
 """
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
