@@ -300,7 +300,7 @@ class PackedImages(list):
             return (PackedImages, (list(self),))
         layout = []
         offset = 0
-        flat = torch.empty(sum(_packed_numel(t) for t in tensors), dtype=tensors[0].dtype)
+        flat = _shared_empty(sum(_packed_numel(t) for t in tensors), tensors[0].dtype)
         for t in tensors:
             src, kind = _packing_view(t)
             n = src.numel()
@@ -308,6 +308,19 @@ class PackedImages(list):
             layout.append((tuple(src.shape), kind))
             offset += n
         return (_unpack_images, (flat, layout))
+
+
+def _shared_empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor allocated in shared memory, as ``default_collate`` does in a worker,
+    so that sending it to the training process copies nothing more."""
+    empty = torch.empty(0, dtype=dtype)
+    if get_worker_info() is None:
+        return empty.new_empty(numel)
+    try:
+        storage = empty._typed_storage()._new_shared(numel, device=empty.device)
+        return empty.new(storage).resize_(numel)
+    except (AttributeError, RuntimeError, TypeError):
+        return empty.new_empty(numel)
 
 
 def _packing_view(t: torch.Tensor) -> tuple[torch.Tensor, str]:
