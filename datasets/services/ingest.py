@@ -341,13 +341,13 @@ def _store(*, image: Image, fp: BinaryIO, extension: str, name: str) -> dict[str
         with transaction.atomic():
             image.save()
     except IntegrityError:
-        default_storage.delete(stored)
+        image.file.storage.delete(stored)
         existing = Image.objects.filter(project=image.project_id, sha256=image.sha256).values_list("pk", "original_name").first()
         if existing:
             return _duplicate(name, existing)
         raise
     except BaseException:
-        default_storage.delete(stored)
+        image.file.storage.delete(stored)
         raise
     return _entry(name, "imported", "", image.pk)
 
