@@ -237,15 +237,41 @@ _TRANSPOSE = {  # EXIF orientation -> the transpose that turns the image upright
 }
 
 
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, hopping from segment to segment."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in _SOF:
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
 def _decode_jpeg_sized(data: bytes, width: int, height: int, orientation: int) -> Image.Image | None:
     """Decode a JPEG whose upright size the manifest gives, straight through libjpeg.
 
     ``Image.open`` first walks the JPEG's markers in Python to learn its size and mode; knowing
-    the size already, we hand the bytes to the decoder at once (``Image.frombytes`` with the
+    the size already (and checking it against the frame header), we hand the bytes to the decoder at once (``Image.frombytes`` with the
     ``jpeg`` decoder, into an image left uninitialised). Same pixels, less work. None when the decoder refuses (a CMYK JPEG, a
     size that does not match), and the caller falls back to ``Image.open``.
     """
     size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    if _jpeg_size(data) != size:
+        return None
     img = Image.new("RGB", size, None)  # not initialised: the decoder writes every pixel
     try:
         img.frombytes(data, "jpeg", "RGB", "")

@@ -316,3 +316,48 @@ def test_tar_reader_matches_tarfile_with_long_names(tmp_path):
         tar.addfile(info, io.BytesIO(b"{}"))
     with open(pax, "rb") as f:
         assert list(iter_tar(f)) == [("ü" * 80 + ".json", b"{}")]
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation):
+    from PIL import Image, ImageOps
+
+    from datasets.loader.annotator_loader import decode_image
+
+    img = Image.effect_noise((48, 32), 60).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90, exif=exif.tobytes())
+    data = buf.getvalue()
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    width, height = expected.size  # upright, as the export records it
+    fast = decode_image(data, "tensor", orientation, ext="jpg", size=(width, height))
+    slow = decode_image(data, "tensor", orientation)
+    assert fast.shape == (3, height, width)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast, torch.from_numpy(np.array(expected)).permute(2, 0, 1))
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (20, 10), (10, 20, 30, 40)).save(cmyk, "JPEG")
+    assert decode_image(cmyk.getvalue(), "tensor", 1, ext="jpg", size=(20, 10)).shape == (3, 10, 20)  # falls back
+    assert decode_image(data, "pil", orientation, ext="jpg", size=(width + 1, height)).size == (width, height)
+
+
+def test_zero_copy_pixels_outlive_the_pil_image_and_cross_processes():
+    import gc
+    import pickle
+
+    from PIL import Image
+
+    from datasets.loader.annotator_loader import PackedImages, _pil_to_tensor
+
+    img = Image.effect_noise((64, 40), 50).convert("RGB")
+    expected = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+    tensor = _pil_to_tensor(img)
+    del img
+    gc.collect()
+    _ = [bytearray(64 * 40 * 4) for _ in range(50)]  # reuse freed memory, if any was freed
+    assert torch.equal(tensor, expected)
+    batch = PackedImages([tensor, tensor[:, 5:20, 3:30], expected.float()[:, :2, :2].to(torch.uint8)])
+    back = pickle.loads(pickle.dumps(batch))
+    assert all(torch.equal(a, b) for a, b in zip(batch, back))
