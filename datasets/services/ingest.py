@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import JSONField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -320,6 +320,8 @@ def image_ingest(
         return _entry(name, "failed", str(exc))
     except OSError as exc:
         return _entry(name, "failed", f"cannot be read ({exc.strerror or exc})")
+    except (OperationalError, InterfaceError):
+        raise  # the database itself is gone: stop the import, a retry runs it again
     except Exception as exc:  # a database or storage error on this one file: the others go on
         logger.exception("image import: %s could not be saved", name)
         return _entry(name, "failed", f"could not be saved ({type(exc).__name__}: {_plain(exc)})")
@@ -443,6 +445,10 @@ def images_import(
         else:
             run.flush(status=ImageImport.Status.FAILED, error=message, finished_at=timezone.now())
         return run.result()
+    except (OperationalError, InterfaceError):
+        # The database went away: nothing can be recorded now. The import stays 'running' so a
+        # retry of the task runs it again (what is already in comes back as duplicates).
+        raise
     except BaseException as exc:
         run.flush(status=ImageImport.Status.FAILED, error=f"stopped by an error: {exc!r}"[:5000], finished_at=timezone.now())
         raise
@@ -506,8 +512,9 @@ def _archive_suffix(name: str) -> str:
 def image_import_run_staged(*, image_import: ImageImport) -> ImageImport:
     """Run an import staged by ``image_import_stage`` (what the Celery task calls).
 
-    Runs only a pending import (or one a lost worker left running); a finished one is returned
-    as it is, so a task delivered twice does no harm. The staged files are deleted afterwards.
+    Runs only a pending import (or one a lost worker or a database error left running); a
+    finished one is returned as it is, so a task delivered twice does no harm. The staged files
+    are deleted once the import is finished (done or failed), not when it broke off.
     """
     if image_import.status in (ImageImport.Status.DONE, ImageImport.Status.FAILED):
         return image_import
@@ -523,15 +530,16 @@ def image_import_run_staged(*, image_import: ImageImport) -> ImageImport:
         manifest = json.loads(f.read().decode())
     project = image_import.project
     options = {"license": manifest.get("license", ""), "attribution": manifest.get("attribution", "")}
-    try:
-        if manifest["kind"] == "urls":
-            source = source_urls(manifest["urls"], detail=image_import.source_detail)
-            return images_import(project=project, source=source, image_import=image_import, **options)
+    if manifest["kind"] == "urls":
+        source = source_urls(manifest["urls"], detail=image_import.source_detail)
+        result = images_import(project=project, source=source, image_import=image_import, **options)
+    else:
         with _local_copy(manifest["file"]) as path:
             source = source_archive(path, name=manifest.get("name") or Path(manifest["file"]).name)
-            return images_import(project=project, source=source, image_import=image_import, **options)
-    finally:
-        _staging_delete(base, manifest)
+            result = images_import(project=project, source=source, image_import=image_import, **options)
+    # Kept when the run broke off on a database error, so that a retry can run it again.
+    _staging_delete(base, manifest)
+    return result
 
 
 class _local_copy:

@@ -436,3 +436,34 @@ def test_oversized_archive_member_is_refused_from_its_header(project, tmp_path, 
 def test_image_inspect_refuses_an_empty_stream():
     with pytest.raises(Refused, match="an empty file"):
         image_inspect(fp=io.BytesIO(b""))
+
+
+def test_a_lost_database_stops_a_staged_import_and_a_retry_finishes_it(project, tmp_path, monkeypatch):
+    from django.core.files.storage import default_storage
+    from django.db import OperationalError
+
+    from datasets.services.ingest import image_import_run_staged, image_import_stage
+
+    zipped = make_zip(tmp_path / "two.zip", {"a.jpg": jpeg_bytes(seed=80), "b.jpg": jpeg_bytes(seed=81)})
+    upload = SimpleUploadedFile("two.zip", zipped.read_bytes())
+    staged = image_import_stage(project=project, archive=upload)
+    original_save = Image.save
+
+    def lost_on_b(self, *args, **kwargs):
+        if self.original_name == "b.jpg":
+            raise OperationalError("server closed the connection unexpectedly")
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "save", lost_on_b)
+    with pytest.raises(OperationalError):
+        image_import_run_staged(image_import=staged)
+    staged.refresh_from_db()
+    assert staged.status == ImageImport.Status.RUNNING  # left for the retry
+    assert default_storage.exists(f"imports/{staged.pk}/manifest.json")
+
+    monkeypatch.setattr(Image, "save", original_save)
+    result = image_import_run_staged(image_import=staged)
+    assert result.status == ImageImport.Status.DONE
+    assert [e["status"] for e in result.report] == ["duplicate", "imported"]
+    assert Image.objects.filter(project=project).count() == 2
+    assert not default_storage.exists(f"imports/{staged.pk}/manifest.json")
