@@ -45,7 +45,29 @@ def sample_key(image_id: int) -> str:
     return f"{image_id:010d}"
 
 
-def image_extension(image: Image) -> str:
+class _FileName:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ImageRow:
+    """The columns of an Image an export needs, read without building a model instance."""
+
+    FIELDS = ("id", "file", "width", "height", "exif_orientation", "format", "file_size", "sha256", "license",
+              "attribution", "source_url")
+    __slots__ = ("pk", "file", "width", "height", "exif_orientation", "format", "file_size", "sha256", "license",
+                 "attribution", "source_url")
+
+    def __init__(self, pk, file, width, height, exif_orientation, format, file_size, sha256, license, attribution,
+                 source_url) -> None:
+        self.pk, self.file, self.width, self.height = pk, _FileName(file), width, height
+        self.exif_orientation, self.format, self.file_size, self.sha256 = exif_orientation, format, file_size, sha256
+        self.license, self.attribution, self.source_url = license, attribution, source_url
+
+
+def image_extension(image: Image | ImageRow) -> str:
     name = image.file.name or ""
     ext = name.rsplit(".", 1)[-1].lower() if "." in name.rsplit("/", 1)[-1] else ""
     return _EXTENSIONS.get(ext) or _EXTENSIONS.get(image.format.lower(), image.format.lower() or "bin")
@@ -99,22 +121,27 @@ class Selection:
     # -- annotations ----------------------------------------------------------------------
 
     def records(self, image_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """Everything an export writes about these images, keyed by image id."""
-        images = Image.objects.in_bulk(image_ids)
+        """Everything an export writes about these images, keyed by image id.
+
+        Plain rows (``values_list``), not model instances: building models costs more than the
+        rest of an export.
+        """
         out: dict[int, dict[str, Any]] = {}
-        for pk in image_ids:
-            img = images[pk]
-            out[pk] = {"image": img, "instances": [], "labels": [], "points": []}
-        cats = self.category_pks
+        for row in Image.objects.filter(pk__in=image_ids).values_list(*ImageRow.FIELDS):
+            img = ImageRow(*row)
+            out[img.pk] = {"image": img, "instances": [], "labels": [], "points": []}
+        cats = {pk: c.coco_id for pk, c in self.category_pks.items()}
         polygons = (
             Polygon.objects.filter(image_id__in=image_ids, status=Polygon.Status.ACCEPTED, category_id__in=cats)
             .filter(self._confident())
-            .select_related("point")
             .order_by("image_id", "id")
+            .values_list("id", "image_id", "category_id", "parts", "area", "bbox", "is_crowd", "confidence",
+                         "point__x", "point__y")
         )
-        for p in polygons:
-            img = out[p.image_id]["image"]
-            out[p.image_id]["instances"].append(instance_of(p, cats[p.category_id].coco_id, img.width, img.height))
+        for row in polygons:
+            entry = out[row[1]]
+            img = entry["image"]
+            entry["instances"].append(instance_of(row, cats[row[2]], img.width, img.height))
         labels = (
             ImageLabel.objects.filter(image_id__in=image_ids, stage=Stage.AGGREGATE, present=True, category_id__in=cats)
             .filter(self._confident())
@@ -123,7 +150,7 @@ class Selection:
         )
         for image_id, cat, conf in labels:
             entry = out[image_id]["labels"]
-            coco = cats[cat].coco_id
+            coco = cats[cat]
             if all(c != coco for c, _ in entry):
                 entry.append((coco, conf))
         points = (
@@ -133,9 +160,7 @@ class Selection:
             .values_list("image_id", "category_id", "x", "y", "is_crowd")
         )
         for image_id, cat, x, y, crowd in points:
-            out[image_id]["points"].append(
-                {"category_id": cats[cat].coco_id, "x": _r(x), "y": _r(y), "iscrowd": int(crowd)}
-            )
+            out[image_id]["points"].append({"category_id": cats[cat], "x": _r(x), "y": _r(y), "iscrowd": int(crowd)})
         return out
 
     def ordered_records(self, image_ids: Iterable[int]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -166,22 +191,24 @@ def _r(value: float) -> float:
     return round(float(value), 2)
 
 
-def instance_of(p: Polygon, category_id: int, width: int, height: int) -> dict[str, Any]:
-    points = [[_r(p.point.x), _r(p.point.y)]] if p.point is not None else []
-    if p.is_crowd:
-        segmentation, area, bbox = rle_uncompressed(p.parts, width, height)
+def instance_of(row: tuple, category_id: int, width: int, height: int) -> dict[str, Any]:
+    """An accepted polygon (a ``records`` row) as an instance of the export."""
+    pk, _, _, parts, area, bbox, is_crowd, confidence, px, py = row
+    points = [[_r(px), _r(py)]] if px is not None else []
+    if is_crowd:
+        segmentation, area, bbox = rle_uncompressed(parts, width, height)
     else:
-        segmentation = [[_r(v) for v in part] for part in p.parts]
-        area, bbox = _r(p.area), [_r(v) for v in p.bbox]
+        segmentation = [[_r(v) for v in part] for part in parts]
+        area, bbox = _r(area), [_r(v) for v in bbox]
     return {
-        "id": p.pk,
+        "id": pk,
         "category_id": category_id,
         "bbox": bbox,
         "area": area,
-        "iscrowd": int(p.is_crowd),
+        "iscrowd": int(is_crowd),
         "segmentation": segmentation,
         "points": points,
-        "confidence": p.confidence,
+        "confidence": confidence,
     }
 
 
