@@ -6,6 +6,7 @@ Parsing uses the standard library's ElementTree on a document that may not decla
 from __future__ import annotations
 
 import ipaddress
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,6 +19,9 @@ MAX_QUESTION_CHARS = 65535
 NS_EXTERNAL = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2006-07-14/ExternalQuestion.xsd"
 NS_HTML = "http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2011-11-11/HTMLQuestion.xsd"
 LOOPBACK_NAMES = {"localhost", "testserver"}
+# A DTD can only stand in the prolog, before the root element; a "<!DOCTYPE html>" inside an
+# HTMLQuestion's CDATA is content, not a declaration.
+_PROLOG_DTD = re.compile(r"\s*(?:<\?xml.*?\?>\s*)?(?:<!--.*?-->\s*)*<!DOCTYPE", re.I | re.S)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ def check_external_url(url: str) -> str:
 def parse(question: str) -> ParsedQuestion:
     if len(question) > MAX_QUESTION_CHARS:
         raise errors.parameter(f"Question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS} (64 KB).")
-    if "<!DOCTYPE" in question.upper() or "<!ENTITY" in question.upper():
+    if _PROLOG_DTD.match(question):
         raise _xml_error("Document type declarations are not allowed.")
     try:
         root = ET.fromstring(question.strip())

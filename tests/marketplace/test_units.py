@@ -120,3 +120,13 @@ def test_shape_checker_speaks_like_aws():
     hit = shapes.operation("GetHIT").output_shape
     assert any("HITStatus" in p or "hITStatus" in p or "enum" in p
                for p in shapes.validate(hit, {"HIT": {"HITStatus": "Sleeping"}}))
+
+
+def test_html_question_may_carry_its_own_doctype_but_the_xml_may_not():
+    html = ('<HTMLQuestion xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2011-11-11/'
+            'HTMLQuestion.xsd"><HTMLContent><![CDATA[<!DOCTYPE html><p>hi</p>]]></HTMLContent>'
+            '<FrameHeight>0</FrameHeight></HTMLQuestion>')
+    assert questions.parse(html).html_content == "<!DOCTYPE html><p>hi</p>"
+    for prolog in ('<!DOCTYPE q [<!ENTITY a "b">]>', '<?xml version="1.0"?>\n<!-- c -->\n<!doctype q>'):
+        with pytest.raises(errors.RequestError):
+            questions.parse(prolog + html)
