@@ -25,7 +25,7 @@ from django.views.decorators.http import require_GET
 
 from datasets.models import Category, Image, ImageImport, Membership, Project
 from datasets.services.categories import categories_add, categories_add_coco
-from datasets.services.ingest import image_import_stage, images_import, report_message
+from datasets.services.ingest import image_import_stage, images_import
 from datasets.services.ingest_sources import parse_url_list, source_uploads
 
 THUMBNAIL_SIZE = 96
@@ -387,5 +387,3 @@ def _image_link(image_id) -> str:
         return ""
     return format_html('<a href="{}">#{}</a>', reverse("admin:datasets_image_change", args=[image_id]), image_id)
 
-
-__all__ = ["ProjectAdmin", "CategoryAdmin", "ImageAdmin", "ImageImportAdmin", "MembershipAdmin", "report_message"]

@@ -35,7 +35,7 @@ from django.db.models import JSONField, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 from PIL import Image as PILImage
-from PIL import JpegImagePlugin, PngImagePlugin, UnidentifiedImageError, WebPImagePlugin  # noqa: F401 (registers)
+from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin  # noqa: F401 (registers the three)
 
 from datasets.models import Image, ImageImport, Project
 from datasets.services.ingest_sources import (
