@@ -12,6 +12,7 @@
 const MARGIN = 0.35; // drawn beyond each side of the viewport, as a share of its size
 const SETTLE_MS = 120;
 const MIN_STEP = 0.75; // screen pixels
+const MOVING_STEP = 2.5; // coarser while the view moves; the redraw at rest is fine again
 const BATCH = 50; // outlines per stroke() call
 const REDRAW_MS = 250; // least time between two redraws while the view moves
 
@@ -57,7 +58,8 @@ export class OutlineLayer {
     // redrawn at most every REDRAW_MS so that heavy frames stay rare.
     if (!d || d.w !== w || d.h !== h ||
         (!this.covers(t, w, h) && performance.now() - this.drawnAt > REDRAW_MS)) {
-      this.draw(t, w, h);
+      this.draw(t, w, h, d ? MOVING_STEP : MIN_STEP);
+      if (d) this.timer = setTimeout(() => this.draw(t, w, h), SETTLE_MS);
       return;
     }
     const k = t.scale / d.t.scale;
@@ -76,7 +78,7 @@ export class OutlineLayer {
     return left <= 0 && top <= 0 && right >= w && bottom >= h;
   }
 
-  draw(t, w, h) {
+  draw(t, w, h, step = MIN_STEP) {
     clearTimeout(this.timer);
     const dpr = window.devicePixelRatio || 1;
     const m = { x: Math.round(w * MARGIN), y: Math.round(h * MARGIN) };
@@ -98,7 +100,7 @@ export class OutlineLayer {
     // The view in image pixels, with the margin, for culling.
     const x0 = (-m.x - t.tx) / t.scale, y0 = (-m.y - t.ty) / t.scale;
     const x1 = (w + m.x - t.tx) / t.scale, y1 = (h + m.y - t.ty) / t.scale;
-    const min2 = MIN_STEP * MIN_STEP;
+    const min2 = step * step;
     const { scale, tx, ty } = t;
     ctx.lineWidth = 1;
     ctx.strokeStyle = "rgba(255, 255, 255, 0.6)";
