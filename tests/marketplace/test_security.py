@@ -152,3 +152,32 @@ def test_html_question_is_served_sandboxed(market):
     assert content.status_code == 200 and '<input name="a">' in content.text
     assert content.headers["Content-Security-Policy"].startswith("sandbox")
     assert "allow-same-origin" not in content.headers["Content-Security-Policy"]
+
+
+def test_an_existing_worker_joins_another_crowd_with_its_link(market):
+    market.requester("first")
+    second = market.requester("second").client()
+    worker = market.worker(invite_of="first")
+    second.create_hit(**hit_kwargs(market, Title="Second crowd only"))
+    assert "Second crowd only" not in worker.get("/market/").text
+    code = market.invite("second")
+    assert "Join a requester" in worker.get(f"/market/join/{code}/").text
+    assert worker.post(f"/market/join/{code}/", allow_redirects=False).status_code == 302
+    assert "Second crowd only" in worker.get("/market/").text
+    # The link was for one use: it is spent now.
+    late = market.worker(invite_of="first")
+    assert "not valid" in late.post(f"/market/join/{code}/").text
+
+
+def test_a_signed_in_non_worker_can_become_a_worker(market):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("staffer", password="Staff-pass-7712")
+    s = requests.Session()
+    s.get(market.base + "/market/login/")
+    s.post(market.base + "/market/login/", data={"username": "staffer", "password": "Staff-pass-7712",
+                                                 "csrfmiddlewaretoken": s.cookies["csrftoken"]})
+    page = s.get(market.base + "/market/")
+    assert page.status_code == 403 and "not a worker account" in page.text
+    made = s.post(market.base + "/market/become-worker/", headers={"X-CSRFToken": s.cookies["csrftoken"]})
+    assert made.status_code == 200 and "Your worker ID is" in made.text
