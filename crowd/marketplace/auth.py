@@ -112,7 +112,7 @@ def throttle(access_key_id: str) -> None:
         return
     cache_key = f"marketplace:bucket:{access_key_id}"
     with _bucket_lock:
-        now = time.monotonic()
+        now = time.time()  # wall clock: the bucket may live in a cache shared by several hosts
         tokens, last = cache.get(cache_key) or (burst, now)
         tokens = min(burst, tokens + (now - last) * rate)
         if tokens < 1.0:
