@@ -280,12 +280,13 @@ def worker_dashboard(*, worker: WorkerProfile) -> Dashboard:
 
 
 def worker_qualifications(*, worker: WorkerProfile) -> tuple[list, list]:
-    """The worker's granted qualifications, and auto-granted types of visible requesters to request."""
+    """The worker's granted qualifications, and the auto-granted or tested types they may seek."""
     held = list(Qualification.objects.filter(worker=worker).select_related("qualification_type__account__user")
                 .order_by("qualification_type__name"))
     held_ids = {q.qualification_type_id for q in held}
-    offered = list(QualificationType.objects.filter(account__in=_visible_accounts(worker), auto_granted=True,
-                                                    status="Active").exclude(pk__in=held_ids)
+    offered = list(QualificationType.objects.filter(Q(auto_granted=True) | ~Q(test=""),
+                                                    account__in=_visible_accounts(worker), status="Active")
+                   .exclude(pk__in=held_ids)
                    .select_related("account__user").order_by("name"))
     return held, offered
 

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
 
-from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, questions
+from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
 from crowd.marketplace.models import (
     HIT,
     Assignment,
@@ -317,6 +317,14 @@ def qualification_type_create(*, account: RequesterAccount, name: str, descripti
         raise errors.parameter("TestDurationInSeconds is required when a Test is given.")
     if test and auto_granted:
         raise errors.parameter("A QualificationType cannot have both a Test and AutoGranted.")
+    if test:
+        questions_ = qualtests.parse_test(test)
+        if not answer_key:
+            raise errors.parameter("This marketplace scores tests automatically: a Test needs an AnswerKey.")
+        known = {q.identifier for q in questions_}
+        unknown = set(qualtests.parse_answer_key(answer_key)[0]) - known
+        if unknown:
+            raise errors.parameter(f"The AnswerKey scores questions the Test does not have: {sorted(unknown)}.")
     try:
         with transaction.atomic():
             return QualificationType.objects.create(
@@ -356,6 +364,31 @@ def qualification_request_auto(*, worker: WorkerProfile, qualification_type: Qua
         qualification_type=qualification_type, worker=worker,
         defaults={"integer_value": qualification_type.auto_granted_value if qualification_type.auto_granted_value
                   is not None else 1, "grant_time": clock.now()})
+    return qual
+
+
+def qualification_take_test(*, worker: WorkerProfile, qualification_type: QualificationType,
+                            answers: dict[str, str]) -> Qualification:
+    """Score a worker's test answers with the AnswerKey and grant the qualification with that value.
+
+    A worker may take the test again only when the type has a RetryDelayInSeconds and it has passed.
+    """
+    if not qualification_type.test or qualification_type.status != "Active":
+        raise WorkerError("This qualification has no test to take.")
+    now = clock.now()
+    with transaction.atomic():
+        held = (Qualification.objects.select_for_update()
+                .filter(qualification_type=qualification_type, worker=worker).first())
+        if held is not None:
+            delay = qualification_type.retry_delay
+            if delay is None:
+                raise WorkerError("You have taken this test already; it cannot be retaken.")
+            if now < held.grant_time + timedelta(seconds=delay):
+                raise WorkerError("You can retake this test later.")
+        value = qualtests.score(qualification_type.answer_key, answers)
+        qual, _ = Qualification.objects.update_or_create(
+            qualification_type=qualification_type, worker=worker,
+            defaults={"integer_value": value, "status": "Granted", "grant_time": now})
     return qual
 
 

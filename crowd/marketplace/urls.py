@@ -24,5 +24,7 @@ urlpatterns = [
     path("market/work/<str:assignment_id>/return/", views.work_return, name="work-return"),
     path("market/dashboard/", views.dashboard, name="dashboard"),
     path("market/qualifications/", views.qualifications_page, name="qualifications"),
+    path("market/qualifications/<str:qualification_type_id>/test/", views.qualification_test,
+         name="qualification-test"),
     path("market/notifications/", views.notifications, name="notifications"),
 ]

@@ -23,7 +23,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from crowd.marketplace import api, auth, clock, errors, forms, selectors, services, shapes
+from crowd.marketplace import api, auth, clock, errors, forms, qualtests, selectors, services, shapes
 from crowd.marketplace.models import QualificationType, WorkerProfile
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,23 @@ def qualifications_page(request):
     held, offered = selectors.worker_qualifications(worker=request.worker)
     return render(request, "marketplace/qualifications.html", {"held": held, "offered": offered,
                                                                "worker": request.worker})
+
+
+@worker_required
+def qualification_test(request, qualification_type_id: str):
+    qtype = QualificationType.objects.filter(qualification_type_id=qualification_type_id).exclude(test="").first()
+    if qtype is None or not selectors.worker_can_see_account(worker=request.worker, account_id=qtype.account_id):
+        raise Http404("No such qualification test")
+    test = qualtests.parse_test(qtype.test)
+    if request.method == "POST":
+        answers = {q.identifier: request.POST.get(q.identifier, "") for q in test}
+        try:
+            qual = services.qualification_take_test(worker=request.worker, qualification_type=qtype, answers=answers)
+        except services.WorkerError as exc:
+            return _message(request, "Test not taken", str(exc), status=409)
+        messages.success(request, f"You scored {qual.integer_value} on {qtype.name}.")
+        return redirect("marketplace:qualifications")
+    return render(request, "marketplace/qualification_test.html", {"qtype": qtype, "test": test})
 
 
 @worker_required

@@ -123,3 +123,61 @@ def test_worker_ids_look_like_mturk(market):
     market.requester("req")
     worker = market.worker()
     assert re.fullmatch(r"A[A-Z0-9]{13}", worker.worker_id)
+
+
+QUESTION_FORM = """<QuestionForm xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2017-11-06/QuestionForm.xsd">
+  <Question><QuestionIdentifier>q1</QuestionIdentifier>
+    <QuestionContent><Text>Which one is a bird?</Text></QuestionContent>
+    <AnswerSpecification><SelectionAnswer><Selections>
+      <Selection><SelectionIdentifier>a</SelectionIdentifier><Text>Sparrow</Text></Selection>
+      <Selection><SelectionIdentifier>b</SelectionIdentifier><Text>Bat &lt;mammal&gt;</Text></Selection>
+    </Selections></SelectionAnswer></AnswerSpecification></Question>
+  <Question><QuestionIdentifier>q2</QuestionIdentifier>
+    <QuestionContent><Text>Which one swims?</Text></QuestionContent>
+    <AnswerSpecification><SelectionAnswer><Selections>
+      <Selection><SelectionIdentifier>a</SelectionIdentifier><Text>Trout</Text></Selection>
+      <Selection><SelectionIdentifier>b</SelectionIdentifier><Text>Hawk</Text></Selection>
+    </Selections></SelectionAnswer></AnswerSpecification></Question>
+</QuestionForm>"""
+ANSWER_KEY = """<AnswerKey xmlns="http://mechanicalturk.amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/AnswerKey.xsd">
+  <Question><QuestionIdentifier>q1</QuestionIdentifier>
+    <AnswerOption><SelectionIdentifier>a</SelectionIdentifier><AnswerScore>1</AnswerScore></AnswerOption></Question>
+  <Question><QuestionIdentifier>q2</QuestionIdentifier>
+    <AnswerOption><SelectionIdentifier>a</SelectionIdentifier><AnswerScore>1</AnswerScore></AnswerOption></Question>
+  <QualificationValueMapping><PercentageMapping><MaximumSummedScore>2</MaximumSummedScore></PercentageMapping>
+  </QualificationValueMapping>
+</AnswerKey>"""
+
+
+def test_a_qualification_test_scored_by_its_answer_key(market):
+    mturk = market.requester("req").client()
+    good, poor = market.worker(), market.worker()
+    qtype = mturk.create_qualification_type(
+        Name="Animal quiz", Description="Two questions", QualificationTypeStatus="Active",
+        Test=QUESTION_FORM, AnswerKey=ANSWER_KEY, TestDurationInSeconds=600)["QualificationType"]
+    qtid = qtype["QualificationTypeId"]
+    assert qtype["IsRequestable"] is True and qtype["Test"] == QUESTION_FORM
+    hit_id = mturk.create_hit(**hit_kwargs(market, QualificationRequirements=[{
+        "QualificationTypeId": qtid, "Comparator": "GreaterThanOrEqualTo", "IntegerValues": [100]}]))["HIT"]["HITId"]
+
+    page = good.get("/market/qualifications/").text
+    assert f"/market/qualifications/{qtid}/test/" in page
+    form = good.get(f"/market/qualifications/{qtid}/test/").text
+    assert "Which one is a bird?" in form and "Bat &lt;mammal&gt;" in form
+    assert "100" in good.post(f"/market/qualifications/{qtid}/test/", {"q1": "a", "q2": "a"}).text
+    assert "50" in poor.post(f"/market/qualifications/{qtid}/test/", {"q1": "a", "q2": "b"}).text
+    again = poor.post(f"/market/qualifications/{qtid}/test/", {"q1": "a", "q2": "a"})
+    assert again.status_code == 409 and "cannot be retaken" in again.text  # no RetryDelayInSeconds
+
+    scores = {q["WorkerId"]: q["IntegerValue"] for q in mturk.list_workers_with_qualification_type(
+        QualificationTypeId=qtid)["Qualifications"]}
+    assert scores == {good.worker_id: 100, poor.worker_id: 50}
+    assert poor.accept(hit_id).status_code == 409
+    assert good.accept(hit_id).status_code == 302
+
+    with pytest.raises(mturk.exceptions.RequestError):  # a test must be scorable here
+        mturk.create_qualification_type(Name="No key", Description="d", QualificationTypeStatus="Active",
+                                        Test=QUESTION_FORM, TestDurationInSeconds=60)
+    with pytest.raises(mturk.exceptions.RequestError):
+        mturk.create_qualification_type(Name="Broken", Description="d", QualificationTypeStatus="Active",
+                                        Test="<QuestionForm>", AnswerKey=ANSWER_KEY, TestDurationInSeconds=60)
