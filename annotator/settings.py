@@ -277,7 +277,10 @@ LOGGING = {
 # --- Labeling tools (frontend) ------------------------------------------------------------------
 # Who may frame the task pages (CSP frame-ancestors): ourselves, our public origin (the
 # marketplace), plus any marketplace origins an operator adds (e.g. https://worker.mturk.com).
-TOOLS_FRAME_ANCESTORS = ["'self'", PUBLIC_BASE_URL] + env.list("TOOLS_FRAME_ANCESTORS", default=[])
+from urllib.parse import urlsplit as _urlsplit  # noqa: E402 - kept beside its one use
+
+_public = _urlsplit(PUBLIC_BASE_URL)
+TOOLS_FRAME_ANCESTORS = ["'self'", f"{_public.scheme}://{_public.netloc}"] + env.list("TOOLS_FRAME_ANCESTORS", default=[])
 TOOLS_CATEGORY_BATCH = env.int("TOOLS_CATEGORY_BATCH", default=5)  # images per labeling task
 TOOLS_SPOTTING_CROWD_THRESHOLD = env.int("TOOLS_SPOTTING_CROWD_THRESHOLD", default=10)
 TOOLS_SPOTTING_MAX_POINTS = env.int("TOOLS_SPOTTING_MAX_POINTS", default=500)
