@@ -14,7 +14,8 @@ export function mountCategories(root, task) {
       "or partly hidden. Look at every picture before you submit.",
     shortcuts: [
       ["→ / J", "next image"], ["← / K", "previous image"], ["1 … 9, 0", "open a group / toggle a category"],
-      ["Esc / Backspace", "back to the groups"], ["Ctrl+Enter", "submit"],
+      ["Esc / Backspace", "back to the groups"], ["Tab, Enter", "reach any group or box (past the tenth too)"],
+      ["Ctrl+Enter", "submit"],
     ],
   });
   const groups = task.supercategories;
