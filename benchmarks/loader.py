@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,7 +103,7 @@ def build(folder: Path, n: int, shards: int, seed: int = 0) -> dict:
                         "first_key": chunk[0][0], "last_key": chunk[-1][0]})
     manifest = {"format": "annotator-export", "format_version": 1, "seed": 0, "splits": {"train": {"images": n, "shards": entries}}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    return {"bytes": [d for _, d, _ in items], "pixels": sum(1 for _ in items)}
+    return {"megapixels": sum(img["width"] * img["height"] for img in coco["images"]) / 1e6}
 
 
 def timed(fn, repeats: int) -> float:
@@ -129,13 +130,76 @@ def count(loader) -> int:
     return n
 
 
+def run_one(work: Path, name: str, batch: int) -> float:
+    """Time one pipeline over the whole data set, in this (fresh) process; returns seconds.
+
+    A fresh process per measurement, as a training job starts: DataLoader workers forked from a
+    process that has already decoded thousands of images inherit its freed heap, and writing to it
+    copies page after page (copy-on-write), which would charge the previous measurement's
+    garbage to this one.
+    """
+    import webdataset as wds
+
+    torch.set_num_threads(1)
+    n = len(list((work / "images").glob("*.jpg")))
+    if name == "pillow_decode_1core":
+        blobs = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
+        fn = lambda: pillow_baseline(blobs)  # noqa: E731
+    elif name.startswith("shards"):
+        workers = 2 if name.endswith("workers2") else 0
+        size = batch if (workers or name.endswith("batched")) else None
+
+        def fn():
+            loader = DataLoader(ShardDataset(work, "train", batch_size=size), batch_size=None, num_workers=workers)
+            got = count(loader)
+            assert got == n, (got, n)
+    elif name.startswith("coco"):
+        workers = 2 if name.endswith("workers2") else 0
+
+        def fn():
+            ds = CocoDataset(work / "images", work / "coco.json")
+            got = sum(len(t) for _, t in DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate))
+            assert got == n
+    else:
+        workers = 2 if name.endswith("workers2") else 0
+
+        def fn():
+            urls = sorted(str(p) for p in (work / "shards").glob("*.tar"))
+            ds = (wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=wds.shardlists.single_node_only)
+                  .decode("torchrgb8").to_tuple("jpg", "json").batched(batch, collation_fn=list, partial=True))
+            got = sum(len(b) for b in DataLoader(ds, batch_size=None, num_workers=workers))
+            assert got == n, (got, n)
+    if name == "pillow_decode_1core":
+        fn()  # warm the page cache and Pillow
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+PIPELINES = ["shards_workers0", "shards_workers0_batched", "shards_workers2", "coco_workers0", "coco_workers2",
+             "webdataset_workers0", "webdataset_workers2"]
+
+
+def measure(work: Path, name: str, batch: int) -> float:
+    done = subprocess.run([sys.executable, __file__, "--run", name, "--work", str(work), "--batch", str(batch)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is reported")
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run:
+        print(run_one(args.work, args.run, args.batch))
+        return
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="loader-bench-"))
     try:
@@ -143,63 +207,29 @@ def main() -> None:
         data = build(work, args.images, args.shards)
         build_s = time.perf_counter() - t
         n = args.images
-        blobs = data["bytes"]
         results: dict[str, float] = {}
 
         def rate(seconds: float) -> float:
             return n / seconds
 
-        pillow_baseline(blobs)  # warm the caches
-
-        def shard_run(workers: int, batch: int | None):
-            ds = ShardDataset(work, "train", batch_size=batch)
-            loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False)
-            got = count(loader)
-            assert got == n, (got, n)
-
-        def coco_run(workers: int):
-            ds = CocoDataset(work / "images", work / "coco.json")
-            loader = DataLoader(ds, batch_size=args.batch, num_workers=workers, collate_fn=collate)
-            got = sum(len(targets) for _, targets in loader)
-            assert got == n
-
-        def wds_run(workers: int):
-            import webdataset as wds
-
-            urls = sorted(str(p) for p in (work / "shards").glob("*.tar"))
-            ds = (wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=wds.shardlists.single_node_only)
-                  .decode("torchrgb8").to_tuple("jpg", "json").batched(args.batch, collation_fn=list, partial=True))
-            loader = DataLoader(ds, batch_size=None, num_workers=workers)
-            got = sum(len(b) for b in loader)
-            assert got == n, (got, n)
-
-        runs = {
-            "shards_workers0": lambda: shard_run(0, None),
-            "shards_workers0_batched": lambda: shard_run(0, args.batch),
-            "shards_workers2": lambda: shard_run(2, args.batch),
-            "coco_workers0": lambda: coco_run(0),
-            "coco_workers2": lambda: coco_run(2),
-            "webdataset_workers0": lambda: wds_run(0),
-            "webdataset_workers2": lambda: wds_run(2),
-        }
         # Other programs share this machine: measure the baseline right before each pipeline, in
         # several rounds, and take the median of the ratios of neighbouring runs.
         base_runs: list[float] = []
-        ratio_runs: dict[str, list[float]] = {k: [] for k in runs}
-        times: dict[str, list[float]] = {k: [] for k in runs}
+        ratio_runs: dict[str, list[float]] = {k: [] for k in PIPELINES}
+        times: dict[str, list[float]] = {k: [] for k in PIPELINES}
         for _ in range(args.repeats):
-            for name, fn in runs.items():
-                b = timed(lambda: pillow_baseline(blobs), 1)
-                t = timed(fn, 1)
+            for name in PIPELINES:
+                b = measure(work, "pillow_decode_1core", args.batch)
+                t = measure(work, name, args.batch)
                 base_runs.append(b)
                 times[name].append(t)
                 ratio_runs[name].append(b / t)
         results["pillow_decode_1core"] = rate(statistics.median(base_runs))
-        for name in runs:
+        for name in PIPELINES:
             results[name] = rate(statistics.median(times[name]))
         ratios = {"pillow_decode_1core": 1.0}
         ratios.update({k: round(statistics.median(v), 3) for k, v in ratio_runs.items()})
-        mp = sum(Image.open(io.BytesIO(b)).size[0] * Image.open(io.BytesIO(b)).size[1] for b in blobs) / n / 1e6
+        mp = data["megapixels"] / n
         print(f"Loader benchmark: {n} JPEGs (q90, mean {mp:.2f} MP), {args.shards} shards, batch {args.batch}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__}; data built in {build_s:.1f}s; "
               f"load average {os.getloadavg()[0]:.1f}")
