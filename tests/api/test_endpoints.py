@@ -189,3 +189,19 @@ def test_a_pending_export_queues_a_celery_task_after_commit(world, django_captur
     with django_capture_on_commit_callbacks(execute=True):
         export = export_create(project=world.project)
     assert sent and sent[0][0][0] == (export.pk,)
+
+
+def test_the_admin_lists_exports_and_cancels_them(world, client):
+    client.force_login(world.users["superuser"])
+    assert client.get("/admin/datasets/export/").status_code == 200
+    assert client.get(f"/admin/datasets/export/{world.export.pk}/change/").status_code == 200
+    pending = export_create(project=world.project, queue=False)
+    response = client.post("/admin/datasets/export/", {"action": "cancel", "_selected_action": [pending.pk]},
+                           follow=True)
+    assert response.status_code == 200
+    pending.refresh_from_db()
+    assert pending.status == Export.Status.CANCELLED
+    token = ApiToken.objects.create(user=world.users["owner"], name="t", prefix="ann_x", key_hash="0" * 64)
+    client.post("/admin/datasets/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
+    token.refresh_from_db()
+    assert token.revoked_at is not None
