@@ -133,6 +133,11 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+# --- Cache -----------------------------------------------------------------------------------
+# Per-process memory by default; rate limits and throttles are shared between processes and
+# machines once CACHE_URL points at Redis (redis://host:6379/1).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"

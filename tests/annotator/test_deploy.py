@@ -121,7 +121,7 @@ def test_compose_runs_the_production_shape_with_the_same_variables():
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         assert "appdata:/data" in services[name]["volumes"]
-    for variable in ("DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "ALLOWED_HOSTS", "PUBLIC_BASE_URL",
+    for variable in ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL", "SECRET_KEY", "ALLOWED_HOSTS", "PUBLIC_BASE_URL",
                      "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL"):
         assert variable in app_env
     assert "gunicorn annotator.wsgi:application" in services["web"]["command"]

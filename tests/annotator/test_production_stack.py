@@ -50,6 +50,7 @@ def stack(tmp_path):
         env.update({
             "DEBUG": "false", "SECRET_KEY": "stack-test-" + "s" * 50,
             "DATABASE_URL": pg.url, "CELERY_BROKER_URL": redis_server.url,
+            "CACHE_URL": redis_server.url.replace("/0", "/1"),
             "AWS_STORAGE_BUCKET_NAME": "annotator-media", "AWS_S3_ENDPOINT_URL": s3.url,
             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
             "ALLOWED_HOSTS": "127.0.0.1,localhost", "ANNOTATOR_VAR_DIR": str(tmp_path / "var"),
@@ -109,6 +110,10 @@ def test_production_shape_serves_and_works_on_postgres_redis_and_s3(stack):
         assert time.monotonic() < deadline, stack["logs"]["worker"].read_text()[-3000:]
         time.sleep(0.3)
     assert "beat: Starting" in stack["logs"]["beat"].read_text(errors="replace")
+
+    # The cache is Redis, shared by every process.
+    manage_shell("from django.core.cache import cache; cache.set('probe', 'shared', 60)", stack["env"])
+    assert manage_shell("from django.core.cache import cache; print(cache.get('probe'))", stack["env"]) == "shared"
 
     # The admin answers on PostgreSQL.
     with urllib.request.urlopen(stack["base"] + "/admin/login/", timeout=10) as response:
