@@ -50,7 +50,7 @@ def admin_client_(client, django_user_model):
 
 @pytest.mark.django_db
 def test_launch_from_the_admin_shows_the_cost_then_publishes(fake_mturk, admin_client_, make_project, make_images,
-                                                             make_stage, django_capture_on_commit_callbacks):
+                                                             make_stage):
     project = make_project(budget="1.00")
     make_images(project, 5)
     stage = make_stage(project)
@@ -62,15 +62,16 @@ def test_launch_from_the_admin_shows_the_cost_then_publishes(fake_mturk, admin_c
     assert "$1.08" in html and "$0.90" in html and "$10000.00" in html and "20%" in html
     assert HIT.objects.count() == 0 and fake_mturk.service.calls["CreateHITWithHITType"] == 0
 
-    from annotator.celery import app
+    from unittest import mock
 
-    app.conf.task_always_eager = True  # the publish task runs here, once the request's transaction commits
-    try:
-        with django_capture_on_commit_callbacks(execute=True):
-            done = admin_client_.post(url, {"action": "launch_stage", "_selected_action": [stage.pk],
-                                            "apply": "1"}, follow=True)
-    finally:
-        app.conf.task_always_eager = False
+    from crowd import tasks
+
+    queued = []
+    with mock.patch.object(tasks.stage_publish, "delay_on_commit", side_effect=queued.append):
+        done = admin_client_.post(url, {"action": "launch_stage", "_selected_action": [stage.pk], "apply": "1"},
+                                  follow=True)
+    assert queued == [stage.pk] and fake_mturk.service.calls["CreateHITWithHITType"] == 0
+    tasks.stage_publish.run(stage.pk)  # what the worker then runs
     assert done.status_code == 200
     assert "2 HITs planned; publishing" in done.content.decode() and "Budget reached" in done.content.decode()
     assert set(HIT.objects.values_list("status", flat=True)) == {HIT.Status.PUBLISHED}
