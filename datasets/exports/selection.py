@@ -13,7 +13,6 @@ from typing import Any, Iterable, Iterator
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from pycocotools import mask as mask_utils
 
-from datasets.loader.annotator_loader import rle_counts
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
 
 SPLITS = ("train", "val", "test")
@@ -179,6 +178,9 @@ class Selection:
 
 def rle_uncompressed(parts: list[list[float]], width: int, height: int) -> tuple[dict[str, Any], float, list[float]]:
     """A crowd region as COCO's uncompressed RLE (as COCO's own crowd annotations), area, bbox."""
+    # The loader's decoder, imported here so that the web tier never loads torch at start-up.
+    from datasets.loader.annotator_loader import rle_counts
+
     rle = mask_utils.merge(mask_utils.frPyObjects(parts, height, width))
     counts = rle_counts(rle)  # pycocotools' compressed string, spelled out as run lengths
     area = float(mask_utils.area(rle))
