@@ -43,6 +43,22 @@ def database_url_for_workers() -> str:
     return f"postgres://{s['USER']}@{s['HOST']}:{s['PORT']}/{s['NAME']}"
 
 
+def point_celery_at(app, url: str, options: dict) -> None:
+    """Send this process's tasks to another broker, dropping every cached connection.
+
+    Celery caches a connection pool and a producer pool built from the first broker it used;
+    both must go, or tasks keep going to the old broker.
+    """
+    app.conf.broker_url = url
+    app.conf.broker_transport_options = options
+    # Not closed: kombu keeps pools per broker URL in a process-wide registry, and a closed one
+    # would be handed out again the next time that URL is used.
+    app._pool = None
+    amqp = app.__dict__.get("amqp")
+    if amqp is not None:
+        amqp._producer_pool = None
+
+
 @pytest.fixture
 def celery_worker_factory(transactional_db, redis_server, settings):
     """Start real Celery worker processes on the Redis broker, sharing the test database."""
@@ -51,9 +67,7 @@ def celery_worker_factory(transactional_db, redis_server, settings):
     started: list[CeleryWorker] = []
     saved = (app.conf.broker_url, app.conf.broker_transport_options)
     settings.CELERY_BROKER_URL = redis_server.url
-    app.conf.broker_url = redis_server.url
-    app.conf.broker_transport_options = {}
-    app.close()
+    point_celery_at(app, redis_server.url, {})
 
     def start(**kwargs) -> CeleryWorker:
         env = {
@@ -69,8 +83,7 @@ def celery_worker_factory(transactional_db, redis_server, settings):
     yield start
     for worker in started:
         worker.stop()
-    app.conf.broker_url, app.conf.broker_transport_options = saved
-    app.close()
+    point_celery_at(app, *saved)
 
 
 @pytest.fixture
