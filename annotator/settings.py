@@ -160,6 +160,10 @@ if AWS_STORAGE_BUCKET_NAME:
             "querystring_auth": True,
         },
     }
+    # S3 keys of their own, when AWS_ACCESS_KEY_ID belongs to the MTurk account.
+    if env.str("AWS_S3_ACCESS_KEY_ID", default=""):
+        _media_storage["OPTIONS"]["access_key"] = env.str("AWS_S3_ACCESS_KEY_ID")
+        _media_storage["OPTIONS"]["secret_key"] = env.str("AWS_S3_SECRET_ACCESS_KEY", default="")
 else:
     _media_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
