@@ -28,11 +28,13 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import random
 import sys
 import warnings
 from pathlib import Path
+from multiprocessing import util as _mp_util
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -313,6 +315,32 @@ def _decode_jpeg_sized(data: bytes, width: int, height: int, orientation: int) -
     return img.transpose(transpose) if transpose is not None else img
 
 
+def _image_member(sample: dict[str, Any]) -> tuple[bytes, str]:
+    """A sample's image bytes and their extension (the first of ``_IMAGE_EXTS`` present)."""
+    for ext in _IMAGE_EXTS:
+        data = sample.get(ext)
+        if data is not None:
+            return data, ext
+    raise KeyError(f"sample {sample['__key__']} has no image member")
+
+
+def _decode_jpeg_into(data: bytes, buffer: Any, *, offset: int, size: tuple[int, int]) -> bool:
+    """Decode a JPEG of known ``size`` (width, height) straight into ``buffer`` at ``offset``, as
+    RGBX rows (Pillow's own layout for RGB): libjpeg writes the pixels where they will travel
+    from. False when the decoder refuses (a CMYK JPEG, say); the caller decodes another way."""
+    w, h = size
+    region = memoryview(buffer)[offset: offset + 4 * w * h]
+    try:
+        img = Image.frombuffer("RGBX", size, region, "raw", "RGBX", 0, 1)
+        img.frombytes(data, "jpeg", "RGB", "")
+        return True
+    except (ValueError, OSError):
+        return False
+    finally:
+        img = None
+        region.release()
+
+
 def decode_image(data: bytes, mode: str = "tensor", orientation: int = 1, *, ext: str = "",
                  size: tuple[int, int] | None = None):
     """Decode bytes to RGB: a uint8 C x H x W tensor, or a PIL image with ``mode="pil"``.
@@ -410,6 +438,160 @@ def _unpack_images(flat: torch.Tensor, layout: list) -> PackedImages:
         out.append(view)
         offset += n
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Reused shared memory for batches crossing from DataLoader workers
+# --------------------------------------------------------------------------------------------
+
+_SHM_DIR = "/dev/shm"
+_SLOT_HEADER = 64  # byte 0: 1 while the training process may still hold the slot's pixels
+_SLOT_ALIGN = 1 << 20
+_RING_SLOTS = 8
+
+
+class _Slot:
+    """One shared-memory file of a worker's ring, mapped in the worker."""
+
+    def __init__(self, *, capacity: int) -> None:
+        self.capacity = capacity
+        self.path = os.path.join(_SHM_DIR, f"annotator-loader-{os.getpid()}-{os.urandom(8).hex()}")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, _SLOT_HEADER + capacity)
+            self.map = mmap.mmap(fd, _SLOT_HEADER + capacity)
+        finally:
+            os.close(fd)
+        self.pixels = torch.frombuffer(self.map, dtype=torch.uint8)[_SLOT_HEADER:]
+        # The training process unlinks the file on first sight; this covers a worker that ends first.
+        self._finalizer = _mp_util.Finalize(self, _unlink_quietly, (self.path,), exitpriority=10)
+
+    @property
+    def busy(self) -> bool:
+        return self.map[0] != 0
+
+    def retire(self) -> None:
+        self._finalizer()
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class _SharedRing:
+    """A DataLoader worker's reusable shared-memory buffers for its batches' pixels.
+
+    A batch's images are written into a free slot and cross to the training process as the
+    slot's file name plus a layout: nothing is copied, and the memory, once faulted in, is used
+    again and again (a fresh ~20 MB shared segment per batch costs more than decoding it).
+
+    The contract that keeps this safe: a slot is marked busy when its batch is sent, and only
+    the training process marks it free, when the last tensor viewing that batch's memory (the
+    yielded images, and any view or slice made of them) is garbage-collected. A worker never
+    writes into a busy slot; when all ``max_slots`` are busy (the training loop keeps many
+    batches alive) it falls back to a fresh shared segment per batch. So holding batches, or
+    views of them, for as long as you like is safe; it only costs memory.
+    """
+
+    def __init__(self, *, max_slots: int | None = None) -> None:
+        self.max_slots = _RING_SLOTS if max_slots is None else max_slots
+        self.slots: list[_Slot] = []
+        self.retired: list[str] = []
+
+    def acquire(self, *, nbytes: int) -> _Slot | None:
+        """A free slot of at least ``nbytes``, marked busy; None when none can be had."""
+        free = [s for s in self.slots if not s.busy]
+        fitting = [s for s in free if s.capacity >= nbytes]
+        if fitting:
+            slot = min(fitting, key=lambda s: s.capacity)
+        else:
+            if free:  # a free slot that is too small: replace it
+                free[0].retire()
+                self.slots.remove(free[0])
+                self.retired.append(free[0].path)
+            elif len(self.slots) >= self.max_slots:
+                return None
+            capacity = -(-(nbytes + nbytes // 4) // _SLOT_ALIGN) * _SLOT_ALIGN
+            try:
+                slot = _Slot(capacity=capacity)
+            except OSError:
+                return None
+            self.slots.append(slot)
+        slot.map[0] = 1
+        return slot
+
+    def take_retired(self) -> list[str]:
+        """Names of replaced slots, for the training process to drop its mappings of them."""
+        retired, self.retired = self.retired, []
+        return retired
+
+
+_ring: _SharedRing | None = None
+_ring_pid = 0
+
+
+def _worker_ring() -> _SharedRing | None:
+    """This DataLoader worker's ring (one per process); None outside a worker or without /dev/shm."""
+    global _ring, _ring_pid
+    if get_worker_info() is None or not os.path.isdir(_SHM_DIR) or os.environ.get("ANNOTATOR_LOADER_RING", "1") == "0":
+        return None
+    if _ring is None or _ring_pid != os.getpid():
+        _ring, _ring_pid = _SharedRing(), os.getpid()
+    return _ring
+
+
+class _SlotLease:
+    """Marks a slot free when garbage-collected: it hangs on the memory object under the batch's
+    tensors, so it dies with the last view of the batch."""
+
+    __slots__ = ("map",)
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        self.map = mapping
+
+    def __del__(self) -> None:
+        try:
+            self.map[0] = 0
+        except (ValueError, TypeError):  # mapping already closed at interpreter exit
+            pass
+
+
+_opened_slots: dict[str, tuple[mmap.mmap, int]] = {}
+
+
+def _slot_images(path: str, capacity: int, layout: list, retired: list[str]) -> PackedImages:
+    """Rebuild, in the training process, a batch's images from a worker's slot (see _SharedRing)."""
+    for old in retired:
+        _opened_slots.pop(old, None)  # the mapping goes when the last lease on it goes
+    entry = _opened_slots.get(path)
+    if entry is None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            mapping = mmap.mmap(fd, _SLOT_HEADER + capacity)
+        finally:
+            os.close(fd)
+        _unlink_quietly(path)  # both processes have it mapped: the name is no longer needed
+        address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+        entry = _opened_slots[path] = (mapping, address)
+    mapping, address = entry
+    memory = (ctypes.c_uint8 * capacity).from_address(address + _SLOT_HEADER)
+    memory._keep = _SlotLease(mapping)  # the lease keeps the mapping alive, and frees the slot last
+    flat = torch.frombuffer(memory, dtype=torch.uint8)
+    return _unpack_images(flat, layout)
+
+
+class _SlotImages(list):
+    """A batch's image tensors written into a ring slot; pickles as the slot's name and layout."""
+
+    def __init__(self, images: list[torch.Tensor], slot: _Slot, layout: list, retired: list[str]) -> None:
+        super().__init__(images)
+        self.slot, self.layout, self.retired = slot, layout, retired
+
+    def __reduce__(self):
+        return (_slot_images, (self.slot.path, self.slot.capacity, self.layout, self.retired))
 
 
 class Sample:
@@ -687,13 +869,7 @@ class ShardDataset(IterableDataset):
         yield from buffer
 
     def _decode(self, sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        data = None
-        for ext in _IMAGE_EXTS:
-            data = sample.get(ext)
-            if data is not None:
-                break
-        if data is None:
-            raise KeyError(f"sample {sample['__key__']} has no image member")
+        data, ext = _image_member(sample)
         target = json.loads(sample["json"]) if "json" in sample else {}
         if self.decode == "raw":
             image = data
@@ -725,22 +901,89 @@ class ShardDataset(IterableDataset):
         for _ in range(skip * self.batch_size):
             if next(raw, None) is None:
                 return
-        keys: list[str] = []
+        ring = _worker_ring() if self.decode == "tensor" else None
+        pending: list[dict[str, Any]] = []
+        for sample in raw:
+            pending.append(sample)
+            if len(pending) == self.batch_size:
+                self._position += 1
+                yield self._batch(pending, in_worker=in_worker, ring=ring)
+                pending = []
+        if pending and not self.drop_last:
+            self._position += 1
+            yield self._batch(pending, in_worker=in_worker, ring=ring)
+
+    def _batch(self, samples: list[dict[str, Any]], *, in_worker: bool, ring: _SharedRing | None) -> Sample:
+        """Decode a batch. In a DataLoader worker with a ring, the images go straight into a
+        reused shared-memory slot (JPEGs of known size are decoded into it by libjpeg)."""
+        keys = [s["__key__"] for s in samples]
+        if ring is not None:
+            batch = self._slot_batch(samples, ring)
+            if batch is not None:
+                images, targets = batch
+                return Sample({"__key__": keys, "image": images, "target": targets})
         images: list[Any] = PackedImages() if in_worker and self.decode == "tensor" else []
         targets: list[dict[str, Any]] = []
-        for sample in raw:
+        for sample in samples:
             image, target = self._decode(sample)
-            keys.append(sample["__key__"])
             images.append(image)
             targets.append(target)
-            if len(keys) == self.batch_size:
-                self._position += 1
-                yield Sample({"__key__": keys, "image": images, "target": targets})
-                keys, targets = [], []
-                images = PackedImages() if in_worker and self.decode == "tensor" else []
-        if keys and not self.drop_last:
-            self._position += 1
-            yield Sample({"__key__": keys, "image": images, "target": targets})
+        return Sample({"__key__": keys, "image": images, "target": targets})
+
+    def _slot_batch(self, samples: list[dict[str, Any]], ring: _SharedRing) -> tuple[list, list] | None:
+        """Images and targets of a batch with the pixels in a slot of ``ring``; None when the
+        batch does not fit the scheme (not all uint8 tensors) or no slot is free."""
+        plan: list[tuple[bytes | None, torch.Tensor | None, tuple[int, ...]]] = []  # (jpeg, tensor, shape)
+        targets: list[dict[str, Any]] = []
+        for sample in samples:
+            data, ext = _image_member(sample)
+            target = json.loads(sample["json"]) if "json" in sample else {}
+            w, h = target.get("width"), target.get("height")
+            if (self.transforms is None and ext in ("jpg", "jpeg") and target.get("exif_orientation", 1) == 1
+                    and w is not None and h is not None and _jpeg_size(data) == (w, h)):
+                plan.append((data, None, (h, w, 4)))
+            else:
+                image = decode_image(data, "tensor", target.get("exif_orientation", 1), ext=ext,
+                                     size=(w, h) if w is not None and h is not None else None)
+                if self.transforms is not None:
+                    image, target = self.transforms(image, target)
+                if not isinstance(image, torch.Tensor) or image.dtype != torch.uint8:
+                    return None
+                view, _ = _packing_view(image)
+                plan.append((None, image, tuple(view.shape)))
+            targets.append(target)
+        nbytes = sum(math.prod(shape) for _, _, shape in plan)
+        slot = ring.acquire(nbytes=nbytes)
+        if slot is None:
+            return None
+        try:
+            layout, images = self._fill_slot(slot, plan)
+        except BaseException:
+            slot.map[0] = 0  # nothing was sent: the slot is free again
+            raise
+        return _SlotImages(images, slot, layout, ring.take_retired()), targets
+
+    @staticmethod
+    def _fill_slot(slot: _Slot, plan: list) -> tuple[list, list[torch.Tensor]]:
+        """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied."""
+        layout: list[tuple[tuple[int, ...], str]] = []
+        images: list[torch.Tensor] = []
+        offset = 0
+        for data, image, shape in plan:
+            n = math.prod(shape)
+            dst = slot.pixels[offset: offset + n].view(shape)
+            kind = "plain"
+            if data is not None:
+                kind = "rgbx"
+                if not _decode_jpeg_into(data, slot.map, offset=_SLOT_HEADER + offset, size=(shape[1], shape[0])):
+                    dst[:, :, :3].copy_(decode_image(data, "tensor").permute(1, 2, 0))
+            else:
+                src, kind = _packing_view(image)
+                dst.copy_(src)
+            layout.append((shape, kind))
+            images.append(_unpack_images(dst.reshape(-1), [(shape, kind)])[0])
+            offset += n
+        return layout, images
 
 
 # --------------------------------------------------------------------------------------------

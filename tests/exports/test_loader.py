@@ -361,3 +361,80 @@ def test_zero_copy_pixels_outlive_the_pil_image_and_cross_processes():
     batch = PackedImages([tensor, tensor[:, 5:20, 3:30], expected.float()[:, :2, :2].to(torch.uint8)])
     back = pickle.loads(pickle.dumps(batch))
     assert all(torch.equal(a, b) for a, b in zip(batch, back))
+
+
+def _pixels_by_key(loader) -> dict[str, tuple[torch.Tensor, dict]]:
+    out = {}
+    for batch in loader:
+        for key, image, target in zip(batch["__key__"], batch["image"], batch["target"]):
+            out[key] = (image, target)
+    return out
+
+
+def test_batches_through_the_shared_ring_equal_batches_without_workers(export_dir, monkeypatch):
+    """Two workers writing into reused shared-memory slots give the pixels and targets of a
+    plain in-process read; every batch is held to the end, more batches than a ring has slots,
+    so a slot reused while its batch is alive would show up as changed pixels."""
+    from datasets.loader import annotator_loader
+
+    monkeypatch.setattr(annotator_loader, "_RING_SLOTS", 2)  # workers are forked: they see it
+
+    def loader(workers: int):
+        return DataLoader(ShardDataset(export_dir, "train", batch_size=1, shuffle=False), batch_size=None,
+                          num_workers=workers)
+
+    def slot_files() -> set[str]:
+        return {n for n in os.listdir("/dev/shm") if n.startswith("annotator-loader-")}
+
+    before = slot_files()
+    expected = {k: (v[0].clone(), v[1]) for k, v in _pixels_by_key(loader(0)).items()}
+    held = list(loader(2))  # every batch kept alive
+    assert len(held) > 2 * 2 + 2
+    got = {k: v for batch in held for k, v in zip(batch["__key__"], zip(batch["image"], batch["target"]))}
+    assert got.keys() == expected.keys()
+    for key, (image, target) in got.items():
+        assert torch.equal(image, expected[key][0]), key
+        assert target == expected[key][1]
+    assert slot_files() <= before, "slot files are unlinked once mapped, and when their worker ends"
+
+
+def test_a_ring_slot_is_free_only_when_the_last_view_of_its_batch_is_gone(export_dir):
+    """The ring's contract: the training process frees a slot when the memory under the batch's
+    tensors goes, so a slice kept after the batch is dropped still holds the slot."""
+    import gc
+    import pickle
+
+    from datasets.loader.annotator_loader import _SharedRing
+
+    ds = ShardDataset(export_dir, "train", batch_size=4, shuffle=False)
+    samples = list(ds._raw_samples(list(range(len(ds.shards))), random.Random(0)))[:4]
+    reference = [ds._decode(s)[0].clone() for s in samples]
+    ring = _SharedRing(max_slots=1)
+    images, targets = ds._slot_batch(samples, ring)
+    assert targets == [ds._decode(s)[1] for s in samples]
+    slot = images.slot
+    received = pickle.loads(pickle.dumps(images))  # what the training process gets: views of the slot
+    del images
+    assert all(torch.equal(a, b) for a, b in zip(received, reference))
+    assert slot.busy and ring.acquire(nbytes=1) is None  # the one slot is taken, none is overwritten
+    corner = received[0][:, :2, :2]
+    del received
+    gc.collect()
+    assert slot.busy, "a view of the batch still holds the slot"
+    assert torch.equal(corner, reference[0][:, :2, :2])
+    del corner
+    gc.collect()
+    assert not slot.busy
+    assert ring.acquire(nbytes=1) is slot  # reused, not reallocated
+
+
+def test_worker_batches_are_the_same_with_the_ring_turned_off(export_dir, monkeypatch):
+    def read() -> dict:
+        loader = DataLoader(ShardDataset(export_dir, "train", batch_size=3, seed=1), batch_size=None, num_workers=2)
+        return {k: (v[0].clone(), v[1]) for k, v in _pixels_by_key(loader).items()}
+
+    with_ring = read()
+    monkeypatch.setenv("ANNOTATOR_LOADER_RING", "0")
+    without = read()
+    assert with_ring.keys() == without.keys()
+    assert all(torch.equal(with_ring[k][0], without[k][0]) and with_ring[k][1] == without[k][1] for k in with_ring)
