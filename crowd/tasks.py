@@ -25,10 +25,12 @@ RETRY = {
 
 
 @shared_task(name="crowd.stage_launch", **RETRY)
-def stage_launch(stage_id: int) -> dict:
+def stage_launch(stage_id: int, items: list | None = None) -> dict:
+    """Plan and publish a stage; ``items`` (JSON: ids or [image, category] pairs) default to the
+    stage's own (the project's images, or outlines waiting for verification)."""
     if not CrowdStage.objects.filter(pk=stage_id).exists():
         return {}
-    plan, published = services.stage_launch(stage_id=stage_id)
+    plan, published = services.stage_launch(stage_id=stage_id, items=items)
     return {"planned": len(plan.created), "published": published.published,
             "stopped_by_budget": plan.stopped_by_budget, "stopped_by_balance": published.stopped_by_balance}
 

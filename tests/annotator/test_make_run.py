@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TEST_ONLY = ("DATABASE_URL", "CELERY_", "AWS_", "SECURE_", "SESSION_", "CSRF_", "DJANGO_ALLOW_ASYNC_UNSAFE",
              "ALLOWED_HOSTS", "SERVE_MEDIA", "SECRET_KEY", "PUBLIC_BASE_URL", "TEST_SQLITE_NAME")
 
+# Kinds of the demo's published crowd HITs, and the marketplace's HITs.
+DEMO_HITS = ("from crowd.models import HIT; from crowd.marketplace.models import HIT as M; "
+             "print(HIT.objects.exclude(provider_hit_id=None).values('stage__kind').distinct().count(), "
+             "M.objects.count())")
+
 
 def platform_env(var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(TEST_ONLY)}
@@ -114,6 +119,15 @@ def test_run_starts_everything_with_the_demo_and_stops_on_ctrl_c(tmp_path):
         task_id = first.shell("from annotator.celery import ping; print(ping.delay().id)")
         first.wait_for(f"annotator.ping[{task_id}] succeeded", timeout=60)
 
+        # demo_crowd: the demo's HITs (all five tools) are published through boto3 by the worker.
+        worker_password = out.split("Created the demo worker: worker / ", 1)[1].split()[0]
+        assert (var / "worker-password.txt").read_text().strip() == worker_password
+        assert "demo worker " in out.split("Annotator is running", 1)[1]
+        deadline = time.monotonic() + 120
+        while (kinds := first.shell(DEMO_HITS)) != "5 6" and time.monotonic() < deadline:
+            time.sleep(1)
+        assert kinds == "5 6", first.output()[-4000:]
+
         children = child_pids(first.proc.pid)
         assert len(children) == 3  # web, worker, beat
         assert first.interrupt() == 0
@@ -134,6 +148,8 @@ def test_run_starts_everything_with_the_demo_and_stops_on_ctrl_c(tmp_path):
             "from datasets.models import Project, Image; print(Project.objects.count(), Image.objects.count())"
         )
         assert counts == "1 5"
+        assert "Demo crowd: the demo's HITs are already published." in second.output()
+        assert second.shell(DEMO_HITS) == "5 6"
         assert second.interrupt() == 0
     finally:
         if second.proc.poll() is None:

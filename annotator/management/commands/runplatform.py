@@ -67,12 +67,22 @@ class Command(BaseCommand):
             procs[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, start_new_session=True)
 
         base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        demo_worker = ""
+        if not no_demo:
+            # Only queues Celery tasks (retried until the web server answers) and makes the demo worker.
+            try:
+                call_command("demo_crowd", owner=ADMIN_USERNAME, base_url=env["PUBLIC_BASE_URL"])
+                demo_worker = (f"  demo worker       {base}/market/ as worker "
+                               f"(password in {settings.VAR_DIR / 'worker-password.txt'})\n")
+            except Exception as exc:  # the platform runs without the demo's HITs
+                self.stderr.write(f"demo_crowd failed: {exc}")
         broker = settings.CELERY_BROKER_URL.split("://")[0]
         self.stdout.write(self.style.SUCCESS(
             "\nAnnotator is running:\n"
             f"  home              {base}/\n"
             f"  requester admin   {base}/admin/\n"
             f"  worker market     {base}/market/\n"
+            f"{demo_worker}"
             f"  REST API docs     {base}/api/docs/\n"
             f"  MTurk-style API   {base}/mturk-api/\n"
             f"  health            {base}/readyz\n"
