@@ -2,8 +2,8 @@
 
 ``demo_crowd`` does what an operator and a requester would do by hand, once:
 
-1. a marketplace requester key for the owner (``create_requester_key --save --balance --public``,
-   or the one already saved in ``VAR_DIR/requester-key.json`` / on the project);
+1. a marketplace requester key for the owner (``manage.py marketplace_demo``: the project's key
+   while it is active, or the one saved in ``VAR_DIR/requester-key.json``, or a new one);
 2. the key as the project's ``ProviderCredentials``, endpoint ``<base url>/mturk-api/``;
 3. a budget for the project when it has none;
 4. the demo records the tools need (``frontend.demo.demo_seed``);
@@ -16,21 +16,19 @@
 Running it again changes nothing and publishes nothing twice: every step first looks for what it
 would make, and a stage whose HITs are all out is not launched again.
 
-This is operator setup, like the management commands it calls, so it may touch the marketplace's
-models (keys, the worker account); publishing and paying go through ``crowd.tasks`` only.
+The marketplace's side (key, worker account) is its own command, ``marketplace_demo``, called as
+an operator would; nothing here imports the marketplace. Publishing and paying go through
+``crowd.tasks`` and boto3 only.
 """
 from __future__ import annotations
 
 import io
 import json
-import re
-import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import transaction
 
@@ -58,55 +56,16 @@ class DemoCrowdReport:
     worker_password_file: str = ""
 
 
-def _key_path():
-    return settings.VAR_DIR / "requester-key.json"
+def marketplace_accounts_ensure(*, owner: str, keep_key: str, balance: Decimal, endpoint: str) -> dict[str, Any]:
+    """The marketplace's side, as an operator sets it up: ``manage.py marketplace_demo``.
 
-
-def _active_key(*, owner: str, access_key_id: str) -> bool:
-    from crowd.marketplace.models import RequesterKey
-
-    return RequesterKey.objects.filter(access_key_id=access_key_id, is_active=True,
-                                       account__user__username=owner).exists()
-
-
-def requester_key_ensure(*, owner: str, project: Project, balance: Decimal) -> tuple[str, str, bool]:
-    """(access key id, secret, made now): the project's key, else the saved one, else a new one."""
-    creds = ProviderCredentials.objects.filter(project=project).first()
-    if creds is not None and _active_key(owner=owner, access_key_id=creds.access_key_id):
-        return creds.access_key_id, crypto.decrypt(creds.secret_encrypted), False
-    path = _key_path()
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if saved.get("username") == owner and _active_key(owner=owner, access_key_id=saved["aws_access_key_id"]):
-            return saved["aws_access_key_id"], saved["aws_secret_access_key"], False
+    Returns its JSON: a public, active requester key for ``owner`` (``keep_key`` while it is
+    active, with an empty secret, since the caller holds it) and the demo worker account.
+    """
     out = io.StringIO()
-    call_command("create_requester_key", owner, "--save", "--public", "--balance", str(balance),
-                 stdout=out, stderr=io.StringIO())
-    key = re.search(r"AWS_ACCESS_KEY_ID=(\S+)", out.getvalue())[1]
-    secret = re.search(r"AWS_SECRET_ACCESS_KEY=(\S+)", out.getvalue())[1]
-    return key, secret, True
-
-
-def _requester_public(*, owner: str) -> None:
-    from crowd.marketplace.models import RequesterAccount
-
-    RequesterAccount.objects.filter(user__username=owner, is_public=False).update(is_public=True)
-
-
-def worker_account_ensure(*, owner: str, username: str = WORKER_USERNAME) -> tuple[str, bool]:
-    """Make the demo worker once (in the owner's crowd); return (password or "", made now)."""
-    from crowd.marketplace import services as market
-
-    if get_user_model().objects.filter(username=username).exists():
-        return "", False
-    password = secrets.token_urlsafe(12)
-    owner_user = get_user_model().objects.get(username=owner)
-    invite = market.worker_invite_create(account=market.requester_account_for(user=owner_user), uses=1)
-    market.worker_sign_up(username=username, password=password, invite_code=invite.code)
-    path = settings.VAR_DIR / "worker-password.txt"
-    path.write_text(password + "\n")
-    path.chmod(0o600)
-    return password, True
+    call_command("marketplace_demo", owner, "--worker", WORKER_USERNAME, "--balance", str(balance),
+                 "--keep-key", keep_key, "--endpoint-url", endpoint, stdout=out)
+    return json.loads(out.getvalue().strip().splitlines()[-1])
 
 
 def demo_stage_specs(*, seed: Any) -> list[dict[str, Any]]:
@@ -147,12 +106,17 @@ def demo_crowd(*, owner: str, base_url: str | None = None, project_name: str = D
     endpoint = base + "/mturk-api/"
     with transaction.atomic():
         project = Project.objects.select_for_update().get(name=project_name, owner__username=owner)
-        key, secret, made = requester_key_ensure(owner=owner, project=project, balance=balance)
-        _requester_public(owner=owner)
         creds = ProviderCredentials.objects.filter(project=project).first()
-        if creds is None or creds.access_key_id != key or creds.endpoint_url != endpoint:
-            services.credentials_set(project=project, access_key_id=key, secret_access_key=secret,
-                                     endpoint_url=endpoint)
+        market = marketplace_accounts_ensure(owner=owner, keep_key=creds.access_key_id if creds else "",
+                                             balance=balance, endpoint=endpoint)
+        key, made = market["aws_access_key_id"], market["made_key"]
+        if market["aws_secret_access_key"]:
+            if creds is None or creds.access_key_id != key or creds.endpoint_url != endpoint:
+                services.credentials_set(project=project, access_key_id=key,
+                                         secret_access_key=market["aws_secret_access_key"], endpoint_url=endpoint)
+        elif creds.endpoint_url != endpoint:  # the project's own key, still active
+            services.credentials_set(project=project, access_key_id=key,
+                                     secret_access_key=crypto.decrypt(creds.secret_encrypted), endpoint_url=endpoint)
         if not project.budget_usd:
             Project.objects.filter(pk=project.pk).update(budget_usd=budget)
         seed = demo_seed(project=project)
@@ -168,7 +132,6 @@ def demo_crowd(*, owner: str, base_url: str | None = None, project_name: str = D
             if _needs_launch(stage):
                 tasks.stage_launch.delay_on_commit(stage.pk, items=items)
                 report.queued.append(stage.kind)
-        password, _ = worker_account_ensure(owner=owner)
-        report.worker_password = password
+        report.worker_password = market["worker_password"]
         report.worker_password_file = str(settings.VAR_DIR / "worker-password.txt")
     return report
