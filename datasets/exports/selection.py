@@ -10,7 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from pycocotools import mask as mask_utils
 
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
@@ -126,12 +127,12 @@ class Selection:
         rest of an export.
         """
         out: dict[int, dict[str, Any]] = {}
-        for row in Image.objects.filter(pk__in=image_ids).values_list(*ImageRow.FIELDS):
+        for row in Image.objects.filter(_ids_in(f"{Image._meta.db_table}.id", image_ids)).values_list(*ImageRow.FIELDS):
             img = ImageRow(*row)
             out[img.pk] = {"image": img, "instances": [], "labels": [], "points": []}
         cats = {pk: c.coco_id for pk, c in self.category_pks.items()}
         polygons = (
-            Polygon.objects.filter(image_id__in=image_ids, status=Polygon.Status.ACCEPTED, category_id__in=cats)
+            Polygon.objects.filter(_ids_in(f"{Polygon._meta.db_table}.image_id", image_ids), status=Polygon.Status.ACCEPTED, category_id__in=cats)
             .filter(self._confident())
             .order_by("image_id", "id")
             .values_list("id", "image_id", "category_id", "parts", "area", "bbox", "is_crowd", "confidence",
@@ -142,7 +143,7 @@ class Selection:
             img = entry["image"]
             entry["instances"].append(instance_of(row, cats[row[2]], img.width, img.height))
         labels = (
-            ImageLabel.objects.filter(image_id__in=image_ids, stage=Stage.AGGREGATE, present=True, category_id__in=cats)
+            ImageLabel.objects.filter(_ids_in(f"{ImageLabel._meta.db_table}.image_id", image_ids), stage=Stage.AGGREGATE, present=True, category_id__in=cats)
             .filter(self._confident())
             .order_by("image_id", "category_id", "id")
             .values_list("image_id", "category_id", "confidence")
@@ -153,7 +154,7 @@ class Selection:
             if all(c != coco for c, _ in entry):
                 entry.append((coco, conf))
         points = (
-            InstancePoint.objects.filter(image_id__in=image_ids, stage=Stage.AGGREGATE, category_id__in=cats)
+            InstancePoint.objects.filter(_ids_in(f"{InstancePoint._meta.db_table}.image_id", image_ids), stage=Stage.AGGREGATE, category_id__in=cats)
             .filter(self._confident())
             .order_by("image_id", "id")
             .values_list("image_id", "category_id", "x", "y", "is_crowd")
@@ -174,6 +175,17 @@ class Selection:
         if batch:
             records = self.records(batch)
             yield from ((i, records[i]) for i in batch)
+
+
+def _ids_in(column: str, ids: list[int]) -> RawSQL:
+    """``column IN (ids)`` with the ids written into the SQL as integers.
+
+    ``pk__in=[...]`` makes Django resolve and prepare every value, which for a chunk of 256
+    images, four queries a chunk, cost a tenth of an export. The ids are our own integer keys,
+    passed through ``int``, so writing them into the SQL is safe.
+    """
+    listed = ",".join(str(int(i)) for i in ids) or "NULL"
+    return RawSQL(f"{column} IN ({listed})", [], output_field=BooleanField())
 
 
 def rle_uncompressed(parts: list[list[float]], width: int, height: int) -> tuple[dict[str, Any], float, list[float]]:
