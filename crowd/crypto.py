@@ -1,44 +1,19 @@
-"""Provider secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) keyed from SECRET_KEY.
+"""Provider secrets at rest, keyed from SECRET_KEY (``annotator.secretbox``).
 
-A MultiFernet over CROWD_SECRET_KEYS (newest first) lets an operator rotate: set the new key
-first, keep the old ones after it until ``crowd_credentials_rotate`` has re-encrypted them.
+CROWD_SECRET_KEYS (newest first) lets an operator rotate: set the new key first, keep the old
+ones after it until ``crowd_credentials_rotate`` has re-encrypted them.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-_SALT = b"annotator.crowd.provider-credentials:"
+from annotator.secretbox import SecretBox, SecretUnreadable
 
+__all__ = ["SecretUnreadable", "decrypt", "encrypt", "rotate"]
 
-class SecretUnreadable(Exception):
-    """The stored secret cannot be decrypted with this server's keys (SECRET_KEY changed)."""
-
-
-def _key(material: str) -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(hashlib.sha256(_SALT + material.encode()).digest()))
-
-
-def _fernet() -> MultiFernet:
-    materials = list(getattr(settings, "CROWD_SECRET_KEYS", []) or []) or [settings.SECRET_KEY]
-    return MultiFernet([_key(m) for m in materials])
-
-
-def encrypt(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode()
-
-
-def decrypt(token: str) -> str:
-    try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadable(
-            "the provider secret cannot be decrypted with this server's key; enter the credentials again"
-        ) from exc
-
-
-def rotate(token: str) -> str:
-    return _fernet().rotate(token.encode()).decode()
+_box = SecretBox(
+    salt=b"annotator.crowd.provider-credentials:",
+    materials=lambda: list(getattr(settings, "CROWD_SECRET_KEYS", []) or []) or [settings.SECRET_KEY],
+    unreadable="the provider secret cannot be decrypted with this server's key; enter the credentials again",
+)
+encrypt, decrypt, rotate = _box.encrypt, _box.decrypt, _box.rotate

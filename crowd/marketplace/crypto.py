@@ -1,33 +1,17 @@
-"""Requester secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) with a server-side key.
-
-The key is derived from ``settings.MARKETPLACE_SECRET_KEY`` when set, else from ``SECRET_KEY``,
-so a database dump alone does not reveal any requester's secret access key.
+"""Requester secrets at rest (``annotator.secretbox``), keyed from MARKETPLACE_SECRET_KEY when set,
+else SECRET_KEY, so a database dump alone does not reveal any requester's secret access key.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
-
-from cryptography.fernet import Fernet, InvalidToken
 from django.conf import settings
 
+from annotator.secretbox import SecretBox, SecretUnreadable
 
-class SecretUnreadable(Exception):
-    """The stored secret cannot be decrypted with this server's key (the key changed)."""
+__all__ = ["SecretUnreadable", "decrypt", "encrypt"]
 
-
-def _fernet() -> Fernet:
-    material = getattr(settings, "MARKETPLACE_SECRET_KEY", "") or settings.SECRET_KEY
-    digest = hashlib.sha256(b"annotator.marketplace.requester-secrets:" + material.encode()).digest()
-    return Fernet(base64.urlsafe_b64encode(digest))
-
-
-def encrypt(secret: str) -> str:
-    return _fernet().encrypt(secret.encode()).decode()
-
-
-def decrypt(token: str) -> str:
-    try:
-        return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadable("the requester secret cannot be decrypted with this server's key") from exc
+_box = SecretBox(
+    salt=b"annotator.marketplace.requester-secrets:",
+    materials=lambda: [getattr(settings, "MARKETPLACE_SECRET_KEY", "") or settings.SECRET_KEY],
+    unreadable="the requester secret cannot be decrypted with this server's key",
+)
+encrypt, decrypt = _box.encrypt, _box.decrypt
