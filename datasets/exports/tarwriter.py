@@ -1,7 +1,7 @@
 """Reproducible tar files: members in the order written, fixed owner, mode and time.
 
 Headers are built directly for ustar (``tarfile.TarInfo.tobuf`` for GNU long names past 100
-characters). Members are gathered in a buffer of a few MB; a full buffer goes to the file and into
+characters). Members are gathered in a 1 MB buffer; a full buffer goes to the file and into
 the sha256 on a background thread (both release the GIL for large buffers), so writing and
 hashing overlap with the caller's next members (database reads, JSON) and the digest costs no
 second read. The bytes are exactly those of writing member by member.
@@ -16,7 +16,7 @@ from typing import BinaryIO
 FIXED_MTIME = 1_700_000_000  # 2023-11-14: any fixed time; tar tools dislike 0
 BLOCK = 512
 COPY_CHUNK = 1 << 20
-FLUSH_BYTES = 4 << 20  # buffered bytes handed to the background writer at once
+FLUSH_BYTES = 1 << 20  # buffered bytes handed to the background writer at once
 
 
 def _field(value: int, width: int) -> bytes:
