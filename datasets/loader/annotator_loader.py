@@ -445,7 +445,8 @@ def _unpack_images(flat: torch.Tensor, layout: list) -> PackedImages:
 # --------------------------------------------------------------------------------------------
 
 _SHM_DIR = "/dev/shm"
-_SLOT_HEADER = 64  # byte 0: 1 while the training process may still hold the slot's pixels
+_SLOT_HEADER = 64  # byte 0: 1 while the training process may still hold the slot's pixels;
+# byte 1: 1 once the worker is done with the slot (replaced it, or ended)
 _SLOT_ALIGN = 1 << 20
 _RING_SLOTS = 8
 
@@ -463,8 +464,9 @@ class _Slot:
         finally:
             os.close(fd)
         self.pixels = torch.frombuffer(self.map, dtype=torch.uint8)[_SLOT_HEADER:]
-        # The training process unlinks the file on first sight; this covers a worker that ends first.
-        self._finalizer = _mp_util.Finalize(self, _unlink_quietly, (self.path,), exitpriority=10)
+        # The training process unlinks the file on first sight; this covers a worker that ends
+        # first, and tells the training process to drop its mapping (a worker's exit runs it).
+        self._finalizer = _mp_util.Finalize(self, _close_slot, (self.path, self.map), exitpriority=10)
 
     @property
     def busy(self) -> bool:
@@ -472,6 +474,14 @@ class _Slot:
 
     def retire(self) -> None:
         self._finalizer()
+
+
+def _close_slot(path: str, mapping: mmap.mmap) -> None:
+    try:
+        mapping[1] = 1
+    except (ValueError, TypeError):
+        pass
+    _unlink_quietly(path)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -566,6 +576,8 @@ def _slot_images(path: str, capacity: int, layout: list, retired: list[str]) -> 
     """Rebuild, in the training process, a batch's images from a worker's slot (see _SharedRing)."""
     for old in retired:
         _opened_slots.pop(old, None)  # the mapping goes when the last lease on it goes
+    for old in [name for name, (mapping, _) in _opened_slots.items() if mapping[1]]:
+        _opened_slots.pop(old)  # its worker is done with it (ended, e.g. at the end of an epoch)
     entry = _opened_slots.get(path)
     if entry is None:
         fd = os.open(path, os.O_RDWR)

@@ -438,3 +438,19 @@ def test_worker_batches_are_the_same_with_the_ring_turned_off(export_dir, monkey
     without = read()
     assert with_ring.keys() == without.keys()
     assert all(torch.equal(with_ring[k][0], without[k][0]) and with_ring[k][1] == without[k][1] for k in with_ring)
+
+
+def test_the_training_process_lets_go_of_the_slots_of_ended_workers(export_dir):
+    """Workers end with each epoch (no persistent workers): their slots must not stay mapped in
+    the training process epoch after epoch."""
+    import gc
+
+    from datasets.loader import annotator_loader
+
+    loader = DataLoader(ShardDataset(export_dir, "train", batch_size=2), batch_size=None, num_workers=2)
+    assert len(list(loader)) > 0
+    first = set(annotator_loader._opened_slots)
+    assert first, "the batches came through the ring"
+    gc.collect()
+    assert len(list(loader)) > 0
+    assert not first & set(annotator_loader._opened_slots)
