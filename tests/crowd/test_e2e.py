@@ -24,22 +24,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def market(live_server, settings):
-    from tests.marketplace.conftest import Market  # the marketplace's own HTTP helpers (tests only)
+    from tests.marketplace.conftest import market_open  # the marketplace's own HTTP helpers (tests only)
 
-    settings.MARKETPLACE_ALLOW_HTTP_LOOPBACK = True
-    settings.MARKETPLACE_API_RATE = 1000.0
-    settings.MARKETPLACE_API_BURST = 1000.0
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.PUBLIC_BASE_URL = live_server.url
     settings.MTURK_ENDPOINT_URL = live_server.url + "/mturk-api/"
     settings.CROWD_ALLOW_HTTP_LOOPBACK = True
     settings.TOOLS_FRAME_ANCESTORS = ["'self'", live_server.url]
     settings.AWS_ACCESS_KEY_ID = settings.AWS_SECRET_ACCESS_KEY = ""  # only the project's own key
-    from django.core.cache import cache
-
-    cache.clear()
     reset_clients()
-    yield Market(base=live_server.url)
+    yield market_open(live_server, settings)
     reset_clients()
 
 

@@ -121,8 +121,8 @@ class Market:
         return EXTERNAL_QUESTION.format(url=self.base + path)
 
 
-@pytest.fixture
-def market(live_server, settings):
+def market_open(live_server, settings) -> "Market":
+    """The marketplace on the live server, set for tests: loopback http, no rate limit in the way."""
     settings.MARKETPLACE_ALLOW_HTTP_LOOPBACK = True
     settings.MARKETPLACE_API_RATE = 1000.0
     settings.MARKETPLACE_API_BURST = 1000.0
@@ -131,6 +131,11 @@ def market(live_server, settings):
 
     cache.clear()
     return Market(base=live_server.url)
+
+
+@pytest.fixture
+def market(live_server, settings):
+    return market_open(live_server, settings)
 
 
 class FrozenClock:
