@@ -339,3 +339,7 @@ MARKETPLACE_SUBMIT_BASE_URL = env.str("MARKETPLACE_SUBMIT_BASE_URL", default="")
 CELERY_BEAT_SCHEDULE.update({
     "marketplace-catch-up": {"task": "marketplace.catch_up", "schedule": 60.0},
 })
+
+# --- Benchmarks (benchmarks/load.py) -----------------------------------------------------------
+# Mounts annotator/benchviews.py under /bench/ (a bare one-row view, the load benchmark's baseline).
+BENCHMARK_VIEWS = env.bool("BENCHMARK_VIEWS", default=False)

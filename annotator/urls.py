@@ -23,6 +23,8 @@ urlpatterns = [
     path("tasks/", include("frontend.urls")),
 ]
 
+urlpatterns += [path("bench/", include("annotator.benchviews"))] if settings.BENCHMARK_VIEWS else []  # benchmarks/load.py
+
 if settings.SERVE_MEDIA:
     media_prefix = settings.MEDIA_URL.lstrip("/")
     urlpatterns += [
