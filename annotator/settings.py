@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A database, cache or broker connection error answers 503 + Retry-After (docs/reliability.md).
+    "annotator.middleware.ServiceUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -227,6 +229,21 @@ EXPORT_SHARD_SIZE = env.int("EXPORT_SHARD_SIZE", default=512 * 1024 * 1024)
 EXPORT_MIN_SHARDS = env.int("EXPORT_MIN_SHARDS", default=8)
 EXPORT_TMP_DIR = Path(env.str("EXPORT_TMP_DIR", default=str(VAR_DIR / "export-tmp")))
 EXPORT_PROGRESS_SECONDS = env.float("EXPORT_PROGRESS_SECONDS", default=0.5)
+
+# --- Reliability: faults and recovery (docs/reliability.md, "Faults") ------------------------
+# A running export renews its lease at each progress report; one whose lease ran out lost its
+# worker (SIGKILL, out of memory, a lost machine) and beat builds it again, at most
+# EXPORT_MAX_ATTEMPTS times in all.
+EXPORT_LEASE_SECONDS = env.float("EXPORT_LEASE_SECONDS", default=300.0)
+EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=3)
+CELERY_BEAT_SCHEDULE["exports-recover"] = {
+    "task": "datasets.exports_recover",
+    "schedule": env.float("EXPORT_RECOVER_SECONDS", default=60.0),
+}
+# Seconds a client is told to wait (Retry-After) when the database, Redis or the broker is out of
+# reach (annotator.middleware).
+SERVICE_UNAVAILABLE_RETRY_AFTER = env.int("SERVICE_UNAVAILABLE_RETRY_AFTER", default=5)
+# --- End of reliability settings --------------------------------------------------------------
 
 # --- REST API -------------------------------------------------------------------------------
 REST_FRAMEWORK = {

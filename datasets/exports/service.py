@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -22,7 +23,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from datasets.exports import imagefolder, manifest as manifest_mod
@@ -48,6 +49,10 @@ LOADER_SOURCE = Path(__file__).resolve().parent.parent / "loader" / "annotator_l
 
 class ExportCancelled(Exception):
     pass
+
+
+class ExportSuperseded(Exception):
+    """This build lost its lease: another worker started the export again."""
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -161,13 +166,25 @@ def export_cancel(*, export: Export) -> Export:
 
 
 class _Progress:
+    """Progress reports, which also renew this build's lease and look for a cancel.
+
+    Every write is conditional on the export still being this build's (its storage prefix): a
+    build that lost its lease to a restart stops at its next report instead of racing the new one.
+    """
+
     def __init__(self, export: Export, total: int) -> None:
         self.export = export
         self.total = total
         self.done = 0
-        self.every = float(_setting("EXPORT_PROGRESS_SECONDS", 0.5))
-        self.last = 0.0
-        Export.objects.filter(pk=export.pk).update(progress_total=total, progress_done=0)
+        self.every = min(float(_setting("EXPORT_PROGRESS_SECONDS", 0.5)), _lease_seconds() / 4)
+        self.last = time.monotonic()
+        self._update(progress_total=total, progress_done=0)
+
+    def _update(self, **fields: Any) -> None:
+        mine = Export.objects.filter(pk=self.export.pk, status=Export.Status.RUNNING,
+                                     storage_prefix=self.export.storage_prefix)
+        if not mine.update(heartbeat_at=timezone.now(), **fields):
+            raise ExportSuperseded()
 
     def step(self, n: int = 1, *, force: bool = False) -> None:
         self.done += n
@@ -175,9 +192,13 @@ class _Progress:
         if not force and now - self.last < self.every:
             return
         self.last = now
-        Export.objects.filter(pk=self.export.pk).update(progress_done=min(self.done, self.total))
+        self._update(progress_done=min(self.done, self.total))
         if Export.objects.filter(pk=self.export.pk, cancel_requested=True).exists():
             raise ExportCancelled()
+
+    def beat(self) -> None:
+        """Renew the lease before a long step (publishing a large file)."""
+        self.step(0, force=True)
 
 
 class _FinishedFile(File):
@@ -199,6 +220,7 @@ class _Publisher:
         self.prefix = prefix
         self.files: list[dict[str, Any]] = []
         self.stored: list[str] = []
+        self.before_each: Callable[[], None] = lambda: None
 
     def publish(self, name: str, path: Path, *, sha256: str | None = None, move: bool = True) -> dict[str, Any]:
         """Store a finished file; ``move`` lets a local storage take the file itself (never
@@ -211,6 +233,7 @@ class _Publisher:
             sha256 = digest.hexdigest()
         target = f"{self.prefix}/{name}"
         size = path.stat().st_size
+        self.before_each()
         with open(path, "rb") as f:
             saved = default_storage.save(target, _FinishedFile(f, path) if move else File(f, name=path.name))
         self.stored.append(saved)
@@ -221,11 +244,60 @@ class _Publisher:
         return entry
 
     def remove_all(self) -> None:
+        """Delete what this build stored, including a file whose save failed half-way (a full
+        disk leaves a partial file that ``stored`` never heard of)."""
         for name in self.stored:
             try:
                 default_storage.delete(name)
             except Exception:  # noqa: BLE001 - cleaning up after a failure must not hide it
                 logger.warning("could not delete %s after a failed export", name, exc_info=True)
+        storage_remove_prefix(self.prefix)
+
+
+def storage_remove_prefix(prefix: str) -> int:
+    """Delete every file under ``prefix`` in the default storage; returns how many went."""
+    if not prefix.startswith("exports/"):
+        raise ValueError(f"refusing to delete outside exports/: {prefix!r}")
+    removed = 0
+    try:
+        folders, files = default_storage.listdir(prefix)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    except Exception:  # noqa: BLE001 - cleaning up must not hide the failure being cleaned up
+        logger.warning("could not list %s to clean it up", prefix, exc_info=True)
+        return 0
+    for name in files:
+        try:
+            default_storage.delete(f"{prefix}/{name}")
+            removed += 1
+        except Exception:  # noqa: BLE001
+            logger.warning("could not delete %s/%s", prefix, name, exc_info=True)
+    for folder in folders:
+        removed += storage_remove_prefix(f"{prefix}/{folder}")
+    if hasattr(default_storage, "path"):  # a local disk keeps the empty folders
+        try:
+            Path(default_storage.path(prefix)).rmdir()
+        except OSError:
+            pass
+    return removed
+
+
+def _lease_seconds() -> float:
+    return float(_setting("EXPORT_LEASE_SECONDS", 300))
+
+
+def _failure_message(exc: BaseException) -> str:
+    """What the requester reads on a failed export: plain words for a full disk."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return (
+            f"The disk is full: no space left on the device while writing the export{where}. "
+            "Nothing of this export was published. Free space on the disk of EXPORT_TMP_DIR or of the "
+            f"media storage, then start a new export. [{type(exc).__name__}: {exc}]"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _open_image(record: dict[str, Any]) -> BinaryIO:
@@ -252,42 +324,97 @@ def _licenses(selection: Selection) -> tuple[list[dict[str, Any]], dict[str, int
 
 
 def export_build(*, export_id: int, on_progress: Callable[[int, int], None] | None = None) -> Export | None:
-    """Build a pending export. Returns quietly when the row is gone or no longer pending."""
+    """Build a pending export. Returns quietly when the row is gone or no longer pending.
+
+    Each build writes under a prefix of its own, which is also its claim on the row: every later
+    write is conditional on it, so a build that lost its lease (see ``export_recover``) can
+    neither publish nor fail the export that another build took over.
+    """
+    export = Export.objects.select_related("project").filter(pk=export_id).first()
+    if export is None:
+        return None
+    prefix = f"exports/project-{export.project_id}/export-{export.number}-{uuid.uuid4().hex[:12]}"
+    now = timezone.now()
     claimed = Export.objects.filter(pk=export_id, status=Export.Status.PENDING, cancel_requested=False).update(
-        status=Export.Status.RUNNING, started_at=timezone.now(), error=""
+        status=Export.Status.RUNNING, started_at=now, heartbeat_at=now, error="", storage_prefix=prefix,
+        attempts=F("attempts") + 1,
     )
     if not claimed:
         return Export.objects.filter(pk=export_id).first()
-    export = Export.objects.select_related("project").get(pk=export_id)
-    prefix = f"exports/project-{export.project_id}/export-{export.number}-{uuid.uuid4().hex[:12]}"
-    Export.objects.filter(pk=export.pk).update(storage_prefix=prefix)
+    export.refresh_from_db()
+    mine = Export.objects.filter(pk=export.pk, storage_prefix=prefix)
     tmp_root = Path(_setting("EXPORT_TMP_DIR", tempfile.gettempdir()))
     tmp_root.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"export-{export.pk}-", dir=tmp_root))
     publisher = _Publisher(prefix)
     try:
         files, counts = _build(export, workdir, publisher)
+    except ExportSuperseded:
+        publisher.remove_all()
+        logger.warning("export %s of project %s: lease lost, another build took over", export.number,
+                       export.project_id)
     except ExportCancelled:
         publisher.remove_all()
-        Export.objects.filter(pk=export.pk).update(status=Export.Status.CANCELLED, finished_at=timezone.now())
+        mine.update(status=Export.Status.CANCELLED, finished_at=timezone.now())
         logger.info("export %s of project %s cancelled", export.number, export.project_id)
     except Exception as exc:  # noqa: BLE001 - recorded on the row for the requester to read
         publisher.remove_all()
         logger.exception("export %s of project %s failed", export.number, export.project_id)
-        Export.objects.filter(pk=export.pk).update(
-            status=Export.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000], finished_at=timezone.now()
-        )
+        mine.update(status=Export.Status.FAILED, error=_failure_message(exc)[:5000], finished_at=timezone.now())
     else:
-        done = Export.objects.filter(pk=export.pk, status=Export.Status.RUNNING, cancel_requested=False).update(
+        done = mine.filter(status=Export.Status.RUNNING, cancel_requested=False).update(
             status=Export.Status.DONE, files=files, counts=counts, finished_at=timezone.now(),
             progress_done=models_total(export.pk),
         )
-        if not done:  # cancelled between the last progress report and now
+        if not done:  # cancelled, or taken over, between the last progress report and now
             publisher.remove_all()
-            Export.objects.filter(pk=export.pk).update(status=Export.Status.CANCELLED, finished_at=timezone.now())
+            mine.filter(status=Export.Status.RUNNING).update(status=Export.Status.CANCELLED,
+                                                             finished_at=timezone.now())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return Export.objects.filter(pk=export_id).first()
+
+
+def export_recover(*, now=None) -> dict[str, int]:
+    """Start again the running exports whose worker stopped renewing its lease (killed, lost
+    machine, out of memory): what the half-done build stored is deleted and the export goes back
+    to pending and is queued. After ``EXPORT_MAX_ATTEMPTS`` builds it fails with a message
+    instead, so an export that kills its worker every time does not loop forever. Run by beat.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=_lease_seconds())
+    max_attempts = int(_setting("EXPORT_MAX_ATTEMPTS", 3))
+    done = {"restarted": 0, "failed": 0, "cancelled": 0}
+    stale = Export.objects.filter(status=Export.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+    ).values_list("pk", "storage_prefix", "heartbeat_at", "attempts", "cancel_requested")
+    for pk, prefix, beat, attempts, cancel in list(stale):
+        same = Export.objects.filter(pk=pk, status=Export.Status.RUNNING, storage_prefix=prefix, heartbeat_at=beat)
+        if cancel:
+            changed = same.update(status=Export.Status.CANCELLED, finished_at=now)
+            key = "cancelled"
+        elif attempts >= max_attempts:
+            changed = same.update(
+                status=Export.Status.FAILED, finished_at=now,
+                error=f"The worker building this export stopped {attempts} times without finishing (killed, "
+                      "lost, or out of memory); giving up. Start a new export once the workers are healthy.",
+            )
+            key = "failed"
+        else:
+            changed = same.update(status=Export.Status.PENDING, storage_prefix="", heartbeat_at=None,
+                                  started_at=None, progress_done=0)
+            key = "restarted"
+        if not changed:
+            continue  # renewed, or taken, since it was read
+        if prefix:
+            storage_remove_prefix(prefix)
+        done[key] += 1
+        if key == "restarted":
+            from datasets.exports.tasks import export_build_task
+
+            logger.warning("export %s: its worker stopped (no lease renewal since %s); building it again", pk, beat)
+            export_build_task.delay_on_commit(pk)
+    return done
 
 
 def models_total(export_pk: int) -> int:
@@ -304,6 +431,7 @@ def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[d
     formats = export.formats
     passes = int("coco" in formats or "imagefolder" in formats) + int("shards" in formats)
     progress = _Progress(export, total=len(index) * passes + 1)
+    publisher.before_each = progress.beat
     class_map = _class_map(selection)
     splits: dict[str, dict[str, Any]] = {s: {"images": len(by_split[s])} for s in SPLITS}
     split_of = {pk: split for pk, _, split in index}
