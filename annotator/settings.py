@@ -290,6 +290,34 @@ if not DEBUG:
     # Health probes come over plain HTTP from inside the cluster.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 
+# --- Rate limits and headers (annotator.ratelimit, annotator.headers; docs/reliability.md) ---
+# Fixed-window limits counted in the cache above (shared once CACHE_URL is Redis); "" switches
+# one off. Over a limit: 429 with Retry-After. Sign-in: POSTs to /admin/login/ and
+# /market/login/, per client IP and per user name tried. Submissions: the tools' answer endpoint
+# and /mturk/externalSubmit, per client IP and per worker id.
+RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
+RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="10/m")
+RATELIMIT_SUBMIT_IP = env.str("RATELIMIT_SUBMIT_IP", default="600/m")
+RATELIMIT_SUBMIT_WORKER = env.str("RATELIMIT_SUBMIT_WORKER", default="60/m")
+# Behind a proxy, the request.META key holding the client address (e.g. HTTP_X_REAL_IP).
+RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
+RATELIMIT_FAIL_OPEN = True  # a cache outage lets requests through rather than refusing them all
+# django-ratelimit's checks want memcached or django-redis: local memory is per process (fine for
+# one process; production sets CACHE_URL to Redis), and Django's own Redis cache increments
+# atomically as they require.
+SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+INSTALLED_APPS += ["django_ratelimit"]
+# Permissions-Policy (django-permissions-policy): no page uses these browser features.
+PERMISSIONS_POLICY = {
+    feature: [] for feature in (
+        "accelerometer", "autoplay", "camera", "display-capture", "geolocation", "gyroscope",
+        "magnetometer", "microphone", "midi", "payment", "usb", "xr-spatial-tracking",
+    )
+}
+MIDDLEWARE.insert(1, "django_permissions_policy.PermissionsPolicyMiddleware")
+MIDDLEWARE.insert(1, "annotator.headers.DefaultContentSecurityPolicyMiddleware")
+# --- end of rate limits and headers ----------------------------------------------------------
+
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ from django.views.static import serve as serve_static
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from annotator import health, views
+from annotator.ratelimit import login_limited
 
 admin.site.site_header = "Annotator"
 admin.site.site_title = "Annotator admin"
@@ -15,6 +16,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # The admin's sign-in form, rate limited (annotator.ratelimit); the rest of the admin as is.
+    path("admin/login/", login_limited(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -20,6 +20,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_POST
 
+from annotator import ratelimit
 from frontend import selectors, services
 from frontend.answers import AnswerError
 from frontend.models import Kind
@@ -89,6 +90,9 @@ def _error(message: str, status: int = 400) -> JsonResponse:
 @csrf_exempt  # framed pages have no cookies; direct submissions are CSRF-checked below
 @require_POST
 def task_answer(request: HttpRequest, kind: str, token: str) -> JsonResponse:
+    refusal = ratelimit.submission_ip_refusal(request, group="tools-answer")
+    if refusal is not None:
+        return ratelimit.json_response(refusal)
     task = _task_or_404(kind, token)
     try:
         body = json.loads(request.body or b"null")
@@ -109,6 +113,9 @@ def task_answer(request: HttpRequest, kind: str, token: str) -> JsonResponse:
         if CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {}) is not None:
             return _error("The page is out of date (CSRF check failed); reload it.", 403)
         (worker_id, assignment_id), hit_id = _direct_identity(request), ""
+    refusal = ratelimit.submission_worker_refusal(request, group="tools-answer", worker_id=worker_id.strip())
+    if refusal is not None:
+        return ratelimit.json_response(refusal)
     try:
         answer, created = services.answer_submit(
             task=task, worker_id=worker_id, assignment_id=assignment_id, hit_id=hit_id, answer=body.get("answer")

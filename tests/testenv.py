@@ -17,3 +17,6 @@ os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("SERVE_MEDIA", "true")
 # pytest-django's live_server runs in a thread beside Playwright's sync API.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# Suites make many quick requests from one address; tests/security sets low limits to test them.
+for _name in ("RATELIMIT_LOGIN_IP", "RATELIMIT_LOGIN_USER", "RATELIMIT_SUBMIT_IP", "RATELIMIT_SUBMIT_WORKER"):
+    os.environ.setdefault(_name, "100000/m")

@@ -23,6 +23,7 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from annotator import ratelimit
 from crowd.marketplace import api, auth, clock, errors, forms, qualtests, selectors, services, shapes
 from crowd.marketplace.models import QualificationType, WorkerProfile
 
@@ -144,6 +145,10 @@ def _message(request, title: str, text: str, status: int = 400):
 class LoginView(auth_views.LoginView):
     template_name = "marketplace/login.html"
     redirect_authenticated_user = True
+
+    def post(self, request, *args, **kwargs):
+        limited = ratelimit.login_limited(lambda r: None)(request)
+        return limited if limited is not None else super().post(request, *args, **kwargs)
 
     def get_default_redirect_url(self):
         return reverse("marketplace:home")
@@ -303,10 +308,17 @@ def external_submit(request):
     gets a same-site confirmation page that posts again with it."""
     if request.method != "POST":
         return _message(request, "Nothing to see here", "Work is submitted from the task's own form.", status=405)
+    refusal = ratelimit.submission_ip_refusal(request, group="external-submit")
     fields = [(k, v) for k, values in request.POST.lists() for v in values if k != "_confirm"]
     assignment_id = request.POST.get("assignmentId", "")
     worker = (WorkerProfile.objects.filter(user=request.user).first()
               if request.user.is_authenticated else None)
+    refusal = refusal or (worker and ratelimit.submission_worker_refusal(
+        request, group="external-submit", worker_id=worker.worker_id))
+    if refusal:
+        response = _message(request, "Too many submissions", refusal.message, status=429)
+        response["Retry-After"] = str(refusal.retry_after)
+        return response
     if worker is None:
         if request.POST.get("_confirm"):
             return _message(request, "Sign in to submit",
