@@ -364,8 +364,14 @@ CELERY_BEAT_SCHEDULE.update(
         "crowd-sync": {"task": "crowd.sync_all", "schedule": CROWD_SYNC_SECONDS},
         "crowd-collect-answers": {"task": "crowd.answers_collect", "schedule": CROWD_SYNC_SECONDS},
         "crowd-training-grants": {"task": "crowd.training_grants", "schedule": 5 * CROWD_SYNC_SECONDS},
+        "crowd-pipeline-catch-up": {"task": "crowd.pipeline_catch_up", "schedule": CROWD_SYNC_SECONDS},
     }
 )
+# The pipeline (crowd.pipeline; docs/pipeline.md). The tools queue these tasks, by name, with the
+# task item's id whenever they store an answer, so the pipeline moves on without waiting for beat.
+TOOLS_ANSWER_TASKS = env.list("TOOLS_ANSWER_TASKS", default=["crowd.pipeline_answer"])
+PIPELINE_SKILL_SECONDS = env.int("PIPELINE_SKILL_SECONDS", default=30)  # worker estimates kept this long
+PIPELINE_ADVANCE_BATCH = env.int("PIPELINE_ADVANCE_BATCH", default=2000)  # items decided per task run
 
 # --- Marketplace (crowd.marketplace; docs/marketplace.md) ------------------------------------
 # Key for encrypting requester secrets at rest; derived from SECRET_KEY when empty.

@@ -104,6 +104,29 @@ class CrowdStage(models.Model):
     bonus = models.DecimalField(max_digits=8, decimal_places=2, default=Decimal("0.00"))
     bonus_min_gold_accuracy = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1)])
     bonus_reason = models.CharField(max_length=300, default="Thank you for careful, accurate work.")
+    # --- the pipeline (stages as data: what feeds what, how answers are judged) ---
+    feeds = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fed_by",
+        help_text="The stage this stage's results go to (categories -> spotting -> segmentation -> "
+                  "verification). Empty: results are final.",
+    )
+    aggregation = models.CharField(
+        max_length=16, choices=[("any", "Any worker (COCO, for recall)"), ("majority", "Majority"),
+                                ("ds", "Dawid-Skene posterior")], default="any",
+        help_text="Category labeling: how votes become 'present'. Other stages: clustering (spotting) "
+                  "or reliability-weighted majority (verification).",
+    )
+    adaptive = models.BooleanField(
+        default=False, help_text="Ask for another answer only while an item is uncertain (redundancy is the cap).")
+    min_answers = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1)], help_text="Adaptive: answers every item gets at least.")
+    confidence = models.FloatField(
+        default=0.95, validators=[MinValueValidator(0.5), MaxValueValidator(0.9999)],
+        help_text="Adaptive: stop once every decision of the item is at least this sure.")
+    max_retries = models.PositiveSmallIntegerField(
+        default=2, help_text="Verification: times a rejected outline is redrawn before it goes to review (K).")
+    cluster_min_workers = models.PositiveSmallIntegerField(
+        default=2, validators=[MinValueValidator(1)], help_text="Spotting: workers a click cluster needs.")
     # --- what the provider told us ---
     hit_type_id = models.CharField(max_length=64, blank=True)
     hit_type_fingerprint = models.CharField(max_length=64, blank=True)
@@ -314,3 +337,50 @@ class Payment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ${self.amount} to {self.worker_id}"
+
+
+class PipelineItem(models.Model):
+    """One thing one stage works on: an image, an image and category, a spotted instance (with
+    its attempt), or an outline. Made once per stage and key (a unique constraint), it moves from
+    ACTIVE to a final state by one conditional update, so answers arriving together move it on
+    exactly once and its results feed the next stage once.
+    """
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting for a HIT (budget or balance)"
+        ACTIVE = "active", "Collecting answers"
+        DONE = "done", "Done"
+        REJECTED = "rejected", "Rejected, sent back to be redrawn"
+        REVIEW = "review", "In the requester's review queue"
+        REVIEWED = "reviewed", "Reviewed by the requester"
+
+    stage = models.ForeignKey(CrowdStage, on_delete=models.CASCADE, related_name="items")
+    project = models.ForeignKey("datasets.Project", on_delete=models.CASCADE, related_name="pipeline_items")
+    key = models.CharField(max_length=64, help_text="The item as the stage's HITs carry it, e.g. '12' or '12-3'.")
+    item = models.JSONField(help_text="The HIT item: an id, [image, category] or [point, attempt].")
+    image = models.ForeignKey("datasets.Image", on_delete=models.CASCADE, related_name="+")
+    category = models.ForeignKey("datasets.Category", on_delete=models.CASCADE, null=True, blank=True,
+                                 related_name="+")
+    point = models.ForeignKey("datasets.InstancePoint", on_delete=models.CASCADE, null=True, blank=True,
+                              related_name="+")
+    polygon = models.ForeignKey("datasets.Polygon", on_delete=models.CASCADE, null=True, blank=True,
+                                related_name="+")
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="Segmentation: 1, then 2... after rejections.")
+    parent = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="children")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING, db_index=True)
+    hit = models.ForeignKey(HIT, on_delete=models.SET_NULL, null=True, blank=True, related_name="pipeline_items")
+    answers = models.PositiveSmallIntegerField(default=0, help_text="Answers counted when it moved on.")
+    answer_ids = models.JSONField(default=list, blank=True, help_text="The stored answers it was decided on.")
+    result = models.JSONField(null=True, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["stage", "key"], name="pipelineitem_once_per_stage")]
+        indexes = [models.Index(fields=["stage", "state"]), models.Index(fields=["project", "state"])]
+
+    def __str__(self) -> str:
+        return f"{self.stage.kind} item {self.key}"

@@ -6,6 +6,7 @@
 - ``stored_answers`` / ``unseen_stored_answers``: the answers our server stored when a worker
   submitted (``frontend.models.TaskAnswer``), looked up by assignment id, to reconcile with
   what the marketplace reports.
+- ``answers_for_tasks``: every stored answer of some task items, for the pipeline's decisions.
 - ``training_passes``: workers who passed the project's training (``TrainingResult``), to be
   granted the project's training qualification.
 
@@ -52,8 +53,9 @@ def task_kwargs(kind: str, items: list[Any]) -> dict[str, Any]:
         return {"images": items}
     if kind in ("verification", "training"):
         return {"polygons": items}
-    if kind == "segmentation":
-        return {"point": items[0]}
+    if kind == "segmentation":  # a point id, or [point id, attempt] when the pipeline redraws it
+        first = items[0]
+        return {"point": first[0] if isinstance(first, (list, tuple)) else first}
     if kind == "spotting":  # one [image id, category id] pair
         image, category = items[0]
         return {"images": [image], "category": category}
@@ -120,3 +122,19 @@ def training_passes(*, since: datetime, limit: int = 1000) -> list[tuple[int, st
         return []
     rows = model.objects.filter(passed=True, created_at__gte=since).order_by("id")[:limit]
     return [(r.project_id, r.worker_id) for r in rows]
+
+
+def answers_for_tasks(task_refs: Iterable[int]) -> dict[int, list[StoredAnswer]]:
+    """Each task item's stored answers (first attempt per assignment), oldest first (one query)."""
+    model = _task_answer_model()
+    refs = [r for r in task_refs if r is not None]
+    if model is None or not refs:
+        return {}
+    out: dict[int, list[StoredAnswer]] = {r: [] for r in refs}
+    seen: set[tuple[int, str]] = set()
+    for row in model.objects.filter(task_id__in=refs).order_by("id"):
+        if (row.task_id, row.assignment_id) in seen:
+            continue
+        seen.add((row.task_id, row.assignment_id))
+        out[row.task_id].append(_stored(row))
+    return out

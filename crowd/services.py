@@ -823,7 +823,11 @@ def hit_sync(*, hit_id: int, provider: CrowdProvider | None = None) -> SyncRepor
             provider.unit_delete(hit.provider_hit_id)
         except NotFound:
             pass  # deleted by an earlier run
-        values.update(status=HIT.Status.DISPOSED, disposed_at=clock.now())
+        # What the HIT cost in the end releases the rest of its reservation (a HIT stopped
+        # early by adaptive redundancy used fewer assignments than it reserved).
+        paid = Payment.objects.filter(assignment__hit=hit).exclude(status=Payment.Status.FAILED).aggregate(
+            s=Sum(F("amount") + F("commission")))["s"] or Decimal("0.00")
+        values.update(status=HIT.Status.DISPOSED, disposed_at=clock.now(), cost_reserved=_cents(paid))
         report.disposed = 1
     elif counts["decided"] >= hit.max_assignments:
         values["status"] = HIT.Status.DONE

@@ -82,3 +82,40 @@ def training_grants() -> int:
 @shared_task(name="crowd.bonus_pay", **RETRY)
 def bonus_pay(payment_id: int) -> str:
     return services.bonus_pay(payment_id=payment_id).status
+
+
+# --- The pipeline -------------------------------------------------------------------------------
+
+@shared_task(name="crowd.pipeline_launch", **RETRY)
+def pipeline_launch(project_id: int, entry_stage_id: int | None = None) -> dict:
+    from crowd.pipeline import engine
+
+    return engine.pipeline_launch(project_id=project_id, entry_stage_id=entry_stage_id)
+
+
+@shared_task(name="crowd.pipeline_answer", **RETRY)
+def pipeline_answer(task_ref: int) -> dict:
+    """An answer was stored for a task item: decide the items of its HIT, move them on."""
+    from crowd.pipeline import engine
+
+    hit_id = engine.hit_for_task(task_ref)
+    if hit_id is None:
+        return {}
+    report = engine.items_advance(hit_id=hit_id)
+    return {"checked": report.checked, "finished": report.finished, "published": report.published}
+
+
+@shared_task(name="crowd.pipeline_publish", **RETRY)
+def pipeline_publish(stage_id: int) -> dict:
+    from crowd.pipeline import engine
+
+    if not CrowdStage.objects.filter(pk=stage_id).exists():
+        return {}
+    return engine.items_publish(stage_id=stage_id)
+
+
+@shared_task(name="crowd.pipeline_catch_up", **RETRY)
+def pipeline_catch_up() -> dict:
+    from crowd.pipeline import engine
+
+    return engine.pipeline_catch_up()

@@ -6,6 +6,7 @@ answer, stores it, and writes the stage records into ``datasets`` in one transac
 """
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any, Iterable
 
@@ -22,6 +23,7 @@ from frontend import clock
 from frontend.answers import SCHEMA_VERSION, AnswerError, CleanAnswer, answer_clean
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult, VerificationVote
 
+logger = logging.getLogger(__name__)
 PREVIEW_ASSIGNMENT = "ASSIGNMENT_ID_NOT_AVAILABLE"
 _TOKEN_SALT = "frontend.task"
 
@@ -201,6 +203,25 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
         )
 
 
+def answer_announce(*, task_id: int) -> None:
+    """Queue the Celery tasks named in ``TOOLS_ANSWER_TASKS`` (the pipeline's) for a stored answer.
+
+    By name, so the tools need not import who listens. A broker that cannot be reached loses
+    nothing: the answer is stored, and the pipeline's beat catch-up finds it.
+    """
+    from celery import current_app
+
+    for name in settings.TOOLS_ANSWER_TASKS:
+        try:
+            task = current_app.tasks.get(name)
+            if task is not None:
+                task.delay(task_id)
+            else:
+                current_app.send_task(name, args=[task_id])
+        except Exception as exc:  # noqa: BLE001 - the broker's errors vary by transport
+            logger.warning("could not queue %s for task item %s: %s", name, task_id, exc)
+
+
 def answer_submit(
     *, task: TaskItem, worker_id: str, assignment_id: str, hit_id: str = "", answer: Any
 ) -> tuple[TaskAnswer, bool]:
@@ -240,6 +261,7 @@ def answer_submit(
                 summary=clean.summary,
             )
             _write_records(task=task, stored=stored, clean=clean)
+            transaction.on_commit(lambda: answer_announce(task_id=task.pk))
     except IntegrityError:
         existing = TaskAnswer.objects.filter(task=task, assignment_id=assignment_id, attempt=attempt).first()
         if existing is None:
