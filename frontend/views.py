@@ -83,6 +83,21 @@ def task_page(request: HttpRequest, kind: str, token: str) -> HttpResponse:
     return response
 
 
+# No id or pixel coordinate comes near this; larger integers cannot even become a float.
+_MAX_INT = 2**53
+
+
+class _NumberTooLarge(ValueError):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _MAX_INT:
+        raise _NumberTooLarge(f"The number {text[:20]}{'...' if len(text) > 20 else ''} is too large.")
+    return value
+
+
 def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"ok": False, "error": message}, status=status)
 
@@ -95,9 +110,13 @@ def task_answer(request: HttpRequest, kind: str, token: str) -> JsonResponse:
         return ratelimit.json_response(refusal)
     task = _task_or_404(kind, token)
     try:
-        body = json.loads(request.body or b"null")
+        body = json.loads(request.body or b"null", parse_int=_bounded_int)
     except RequestDataTooBig:
         return _error("The answer is too large.", 413)
+    except _NumberTooLarge as exc:
+        return _error(str(exc))
+    except RecursionError:
+        return _error("The answer is nested too deeply to be an answer.")
     except (ValueError, UnicodeDecodeError):
         return _error("The answer is not valid JSON.")
     if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
