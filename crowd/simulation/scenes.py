@@ -31,9 +31,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from shapely.geometry import Polygon as ShapelyPolygon
 
 FAMILIES = ("ellipse", "rounded box", "star", "blob", "cross", "gear")
-SMALL_SHARE = 0.3  # share of objects drawn small
+SMALL_SHARE = 0.3  # share of objects drawn small (never under MIN_RADIUS_PX)
 SMALL_RADIUS = (0.025, 0.045)  # radius as a share of the image's shorter side
 LARGE_RADIUS = (0.06, 0.2)
+MIN_RADIUS_PX = 4.0  # smaller than that, an object is a speck
 GAP_PX = 3.0  # least distance between two objects of a scene
 PLACEMENT_TRIES = 60
 
@@ -115,7 +116,7 @@ def _shape_points(family: int, variant: int, radius: float, rng: np.random.Gener
         return np.array([(w, w), (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w), (-w, -r), (w, -r),
                          (w, -w), (r, -w), (r, w)])[::-1]
     # gear: teeth with flat tops
-    teeth = 6 + 2 * (variant % 2)
+    teeth = 8 + variant % 2
     inner = radius * 0.72
     points = []
     step = 2 * math.pi / teeth
@@ -152,7 +153,7 @@ def _scene_objects(rng: np.random.Generator, categories: list[str], width: int, 
     for index in chosen:
         for _ in range(int(rng.integers(1, max_instances + 1))):
             low, high = SMALL_RADIUS if rng.random() < SMALL_SHARE else LARGE_RADIUS
-            wanted.append((float(rng.uniform(low, high) * side), index))
+            wanted.append((max(float(rng.uniform(low, high) * side), MIN_RADIUS_PX), index))
     wanted.sort(key=lambda w: -w[0])  # the large ones first: they are the hardest to fit
     placed: list[tuple[TruthObject, ShapelyPolygon]] = []
     for radius, index in wanted:
@@ -219,7 +220,8 @@ def scene_render(scene: Scene) -> Image.Image:
     tint = np.array([1.0, 0.95, 0.8]) * rng.uniform(0.85, 1.1, size=3)  # an earthy, muted ground
     light = rng.uniform(80, 150, size=(h // 24 + 2, w // 24 + 2, 1))
     coarse = light * tint + rng.normal(0, 6, size=light.shape[:2] + (3,))
-    ground = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8), "RGB").resize((w * scale, h * scale), Image.BICUBIC)
+    ground = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8), "RGB")
+    ground = ground.resize((w * scale, h * scale), Image.BICUBIC)
     grain = rng.normal(0, 7, size=(h * scale, w * scale, 1))
     ground = Image.fromarray(np.clip(np.asarray(ground, dtype=float) + grain, 0, 255).astype(np.uint8), "RGB")
     ground = ground.filter(ImageFilter.GaussianBlur(0.8))
