@@ -18,17 +18,20 @@ Profiles (numbers per answer; "small" scaling below):
 Small objects are missed more: a miss chance (categories: for the largest instance of the
 category; spotting: per instance) is multiplied by ``(1024 / area) ** size_power`` when the
 object is smaller than COCO's "small" threshold of 32 x 32 px, capped at 0.95. With
-``size_power`` 0.5 a careful worker misses about 4 % of the smallest objects (area ~60 px²) and
+``size_power`` 0.5 a careful worker misses 4 to 6 % of the smallest objects (30 to 60 px²) and
 1 % of large ones, a sloppy one about 30-55 % of small categories and 18 % of large ones (about a
 quarter of all present categories on the default scenes). The biased worker's ``size_power`` of
-1.0 makes it miss most objects under 100 px², and it marks one favourite category (drawn once per
-worker) on every image, clicking some other object when asked to spot it where it is absent.
+1.0 makes it miss about half of the objects of 100 px² and nearly all under 60 px², and it marks
+one favourite category (drawn once per worker, at its first labeling task) on every image,
+clicking some other object when asked to spot that category where it is absent.
 
-Those rates follow what COCO and the crowdsourcing literature report: careful workers' recall
-above 95 %, a typical worker's single-pass recall of 70-80 % (which is why COCO asked eight
-workers and took "any worker"), and spammers at chance. A spammer marks each category with
-probability 0.15 whatever the image shows (so ``1 - p_miss == p_false``), clicks 0 to 3 random
-points, draws a random triangle or box, and accepts or rejects at random.
+The numbers are chosen to be plausible, not fitted to data: a careful worker finds nearly
+everything, a sloppy one misses about a quarter of what is there (single workers missing much is
+why COCO asked eight of them per image and kept a category any one of them marked), and a spammer
+is at chance. A spammer marks each category with probability 0.15 whatever the image shows (so
+``1 - p_miss == p_false``), clicks 0 to 3 random points, draws a random triangle or box, and
+accepts or rejects at random. Everyone else's right verification decision is to accept an outline
+whose IoU with the best truth object of its category is at least 0.75 (``VERIFY_IOU``).
 """
 from __future__ import annotations
 
