@@ -27,6 +27,7 @@ import ctypes
 import hashlib
 import io
 import json
+import json.scanner
 import math
 import mmap
 import os
@@ -190,8 +191,12 @@ def _split_name(name: str) -> tuple[str, str]:
 
 def iter_samples(stream) -> Iterator[dict[str, Any]]:
     """Group consecutive tar members by key, as WebDataset does: ``{"__key__", ext: bytes}``."""
+    return _group_samples(iter_tar(stream))
+
+
+def _group_samples(members: Iterable[tuple[str, Any]]) -> Iterator[dict[str, Any]]:
     sample: dict[str, Any] | None = None
-    for name, data in iter_tar(stream):
+    for name, data in members:
         key, ext = _split_name(name)
         if sample is None or sample["__key__"] != key:
             if sample is not None:
@@ -200,6 +205,95 @@ def iter_samples(stream) -> Iterator[dict[str, Any]]:
         sample[ext] = data
     if sample is not None:
         yield sample
+
+
+_RELEASE_BYTES = 32 << 20  # mapped pages given back behind the reader, every this many bytes
+
+
+def _iter_tar_mapped(mapping: mmap.mmap) -> Iterator[tuple[str, memoryview]]:
+    """:func:`iter_tar` over a mapped shard: members are ``memoryview`` slices of the mapping,
+    read without a copy or a system call.
+
+    The pages already passed are handed back every ``_RELEASE_BYTES`` (``MADV_DONTNEED``: a
+    read-only file mapping re-reads them from the page cache if a slice still in the shuffle
+    buffer touches them again), so the reader's resident memory stays small however large
+    the shard is.
+    """
+    view = memoryview(mapping)
+    end = len(mapping)
+    pos = released = 0
+    long_name: str | None = None
+    dontneed = getattr(mmap, "MADV_DONTNEED", None)
+    while pos + 512 <= end:
+        header = mapping[pos:pos + 512]
+        if header == _ZERO_BLOCK:
+            return
+        size = _tar_number(header[124:136])
+        kind = header[156:157]
+        start = pos + 512
+        pos = start + ((size + 511) & ~511)
+        if start + size > end:
+            name = long_name or header[0:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+            raise EOFError(f"tar member {name!r} is truncated")
+        if kind in (b"0", b"\0", b"7"):
+            if long_name is not None:
+                name, long_name = long_name, None
+            else:
+                name = header[0:100].split(b"\0", 1)[0].decode("utf-8")
+                if header[257:262] == b"ustar" and header[345]:
+                    prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8")
+                    name = f"{prefix}/{name}"
+            yield name, view[start:start + size]
+        elif kind == b"L":  # GNU long name
+            long_name = mapping[start:start + size].split(b"\0", 1)[0].decode("utf-8")
+        elif kind == b"x":  # pax header: only 'path' matters here
+            for line in mapping[start:start + size].decode("utf-8").splitlines():
+                _, _, record = line.partition(" ")
+                key, _, value = record.partition("=")
+                if key == "path":
+                    long_name = value
+        if dontneed is not None and pos - released >= _RELEASE_BYTES:
+            upto = pos - pos % mmap.PAGESIZE
+            try:
+                mapping.madvise(dontneed, released, upto - released)
+            except (OSError, ValueError):
+                dontneed = None
+            released = upto
+
+
+_ZERO_BLOCK = bytes(512)
+
+
+def _shard_samples(path: str) -> Iterator[dict[str, Any]]:
+    """The samples of a shard file, read through a memory map (or as a stream when the file
+    cannot be mapped: empty, or not a regular file)."""
+    with open(path, "rb") as f:
+        try:
+            mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            yield from iter_samples(f)
+            return
+    # The mapping lives as long as a member slice does; nothing else refers to the file.
+    yield from _group_samples(_iter_tar_mapped(mapping))
+
+
+_scan_json = json.scanner.make_scanner(json.JSONDecoder())  # the C scanner when there is one
+
+
+def parse_json(data: bytes | memoryview) -> Any:
+    """A sample's JSON member (UTF-8): what ``json.loads`` gives, calling the scanner directly
+    (``json.loads`` first sniffs the encoding and then checks the text around the value in
+    Python, about a quarter of its time on a sample's target). Anything unusual, such as
+    surrounding whitespace or a malformed document, goes through ``json.loads`` itself, which
+    gives the same value or the same error."""
+    try:
+        text = str(data, "utf-8")
+        value, end = _scan_json(text, 0)
+    except (StopIteration, UnicodeDecodeError, ValueError):
+        return json.loads(bytes(data))
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,15 +327,28 @@ def _pixels_zero_copy(img: Image.Image) -> torch.Tensor | None:
     memory, so the pixels live as long as any view of them. None when Pillow cannot export
     (older Pillow, or an image spread over several memory blocks).
     """
+    core = img.im
+    if hasattr(core, "__arrow_c_array__"):
+        return _core_pixels(core, img.size)
     try:
-        try:
-            capsule = img.im.__arrow_c_array__()  # the array alone; its schema is known: RGBX bytes
-        except AttributeError:
-            capsule = img.__arrow_c_array__()[1]
+        capsule = img.__arrow_c_array__()[1]
     except (AttributeError, ValueError, TypeError, OSError):
         return None
+    return _capsule_pixels(capsule, img.size)
+
+
+def _core_pixels(core: Any, size: tuple[int, int]) -> torch.Tensor | None:
+    """:func:`_pixels_zero_copy` for a Pillow image core (``Image.im``)."""
+    try:
+        capsule = core.__arrow_c_array__()  # the array alone; its schema is known: RGBX bytes
+    except (AttributeError, ValueError, TypeError, OSError):
+        return None
+    return _capsule_pixels(capsule, size)
+
+
+def _capsule_pixels(capsule: Any, size: tuple[int, int]) -> torch.Tensor | None:
     array = _ArrowArray.from_address(_capsule_pointer(capsule, b"arrow_array"))
-    w, h = img.size
+    w, h = size
     if array.length != w * h or array.offset != 0 or array.n_children != 1:
         return None
     child = array.children[0].contents
@@ -251,6 +358,35 @@ def _pixels_zero_copy(img: Image.Image) -> torch.Tensor | None:
     buffer = (ctypes.c_uint8 * (-(-n // _BUCKET) * _BUCKET)).from_address(child.buffers[1])
     buffer._keep = capsule  # keeps Pillow's memory alive while the tensor lives
     return torch.frombuffer(buffer, dtype=torch.uint8, count=n)
+
+
+def _jpeg_to_tensor(data: bytes | memoryview, size: tuple[int, int]) -> torch.Tensor | None:
+    """An upright JPEG of known ``size`` (width, height) decoded by libjpeg straight into a
+    Pillow image core, returned as a ``uint8`` C x H x W view of its pixels.
+
+    What :func:`_decode_jpeg_sized` does without the ``PIL.Image`` wrapper around the core
+    (building it and its ``frombytes`` cost more than the rest of the way to a tensor). None
+    when this Pillow lacks the pieces or the decoder refuses; the caller takes the longer way.
+    """
+    if _jpeg_size(data) != size:
+        return None
+    try:
+        core = _pil_core.new("RGB", size)
+        decoder = _pil_core.jpeg_decoder("RGB", "RGB", "")
+        decoder.setimage(core, (0, 0, size[0], size[1]))
+        consumed, error = decoder.decode(data)
+    except (AttributeError, TypeError, ValueError, OSError):
+        return None
+    if consumed >= 0 or error != 0:
+        return None
+    rgbx = _core_pixels(core, size)
+    if rgbx is None:
+        return None
+    w, h = size
+    return rgbx.as_strided((3, h, w), (1, 4 * w, 4))
+
+
+_pil_core = Image.core
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -324,20 +460,28 @@ def _image_member(sample: dict[str, Any]) -> tuple[bytes, str]:
     raise KeyError(f"sample {sample['__key__']} has no image member")
 
 
-def _decode_jpeg_into(data: bytes, buffer: Any, *, offset: int, size: tuple[int, int]) -> bool:
+def _decode_jpeg_into(data: bytes | memoryview, buffer: Any, *, offset: int, size: tuple[int, int]) -> bool:
     """Decode a JPEG of known ``size`` (width, height) straight into ``buffer`` at ``offset``, as
     RGBX rows (Pillow's own layout for RGB): libjpeg writes the pixels where they will travel
     from. False when the decoder refuses (a CMYK JPEG, say); the caller decodes another way."""
     w, h = size
     region = memoryview(buffer)[offset: offset + 4 * w * h]
+    image = decoder = None
     try:
-        img = Image.frombuffer("RGBX", size, region, "raw", "RGBX", 0, 1)
-        img.frombytes(data, "jpeg", "RGB", "")
-        return True
+        try:  # Pillow's image core mapped over the region, and its JPEG decoder, bare
+            image = _pil_core.map_buffer(region, size, "raw", 0, ("RGBX", 0, 1))
+            decoder = _pil_core.jpeg_decoder("RGBX", "RGB", "")
+        except (AttributeError, TypeError):  # a Pillow without them: the public way
+            image = Image.frombuffer("RGBX", size, region, "raw", "RGBX", 0, 1)
+            image.frombytes(data, "jpeg", "RGB", "")
+            return True
+        decoder.setimage(image, (0, 0, w, h))
+        consumed, error = decoder.decode(data)
+        return consumed < 0 and error == 0
     except (ValueError, OSError):
         return False
     finally:
-        img = None
+        image = decoder = None  # both hold the region; it must be free to be released
         region.release()
 
 
@@ -351,6 +495,10 @@ def decode_image(data: bytes, mode: str = "tensor", orientation: int = 1, *, ext
     """
     img = None
     if size is not None and ext in ("jpg", "jpeg"):
+        if mode == "tensor" and orientation == 1:
+            tensor = _jpeg_to_tensor(data, size)
+            if tensor is not None:
+                return tensor
         img = _decode_jpeg_sized(data, size[0], size[1], orientation)
     if img is None:
         img = Image.open(io.BytesIO(data))
@@ -867,24 +1015,24 @@ class ShardDataset(IterableDataset):
             path = self.shards[i]
             if self.verify:
                 self._verify(path, self.shard_sha256[i])
-            with open(path, "rb") as f:
-                for sample in iter_samples(f):
-                    if size <= 1:
-                        yield sample
-                    elif len(buffer) < size:
-                        buffer.append(sample)
-                    else:
-                        j = rng.randrange(size)
-                        yield buffer[j]
-                        buffer[j] = sample
+            for sample in _shard_samples(path):
+                if size <= 1:
+                    yield sample
+                elif len(buffer) < size:
+                    buffer.append(sample)
+                else:
+                    j = rng.randrange(size)
+                    yield buffer[j]
+                    buffer[j] = sample
         rng.shuffle(buffer)
         yield from buffer
 
     def _decode(self, sample: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         data, ext = _image_member(sample)
-        target = json.loads(sample["json"]) if "json" in sample else {}
+        meta = sample.get("json")
+        target = parse_json(meta) if meta is not None else {}
         if self.decode == "raw":
-            image = data
+            image = bytes(data)
         else:
             size = (target["width"], target["height"]) if "width" in target and "height" in target else None
             image = decode_image(data, self.decode, target.get("exif_orientation", 1), ext=ext, size=size)
@@ -949,7 +1097,8 @@ class ShardDataset(IterableDataset):
         targets: list[dict[str, Any]] = []
         for sample in samples:
             data, ext = _image_member(sample)
-            target = json.loads(sample["json"]) if "json" in sample else {}
+            meta = sample.get("json")
+            target = parse_json(meta) if meta is not None else {}
             w, h = target.get("width"), target.get("height")
             if (self.transforms is None and ext in ("jpg", "jpeg") and target.get("exif_orientation", 1) == 1
                     and w is not None and h is not None and _jpeg_size(data) == (w, h)):

@@ -318,6 +318,63 @@ def test_tar_reader_matches_tarfile_with_long_names(tmp_path):
         assert list(iter_tar(f)) == [("ü" * 80 + ".json", b"{}")]
 
 
+def test_mapped_shards_read_as_the_stream_reader_does(tmp_path, monkeypatch):
+    """Shards are read through a memory map: the same members, zero-copy, pages handed back
+    behind the reader, and a truncated shard refused."""
+    from datasets.exports.tarwriter import TarWriter
+    from datasets.loader import annotator_loader as L
+
+    monkeypatch.setattr(L, "_RELEASE_BYTES", 8192)  # hand pages back after every few members
+    ours = tmp_path / "ours.tar"
+    with open(ours, "wb") as f:
+        writer = TarWriter(f)
+        for i in range(40):
+            writer.add_bytes(f"{i:010d}.jpg", bytes([i]) * (1000 + 97 * i))
+            writer.add_bytes(f"{i:010d}.json", json.dumps({"i": i}).encode())
+        writer.add_bytes("x" * 120 + ".json", b"{}")  # a GNU long name
+        writer.close()
+    pax = tmp_path / "pax.tar"
+    with tarfile.open(pax, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("ü" * 80 + ".json", "dir/k.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"{}"))
+    for path in (ours, pax):
+        with open(path, "rb") as f:
+            expected = list(L.iter_samples(f))
+        got = list(L._shard_samples(str(path)))
+        assert [{k: bytes(v) if k != "__key__" else v for k, v in s.items()} for s in got] == expected
+    assert all(isinstance(v, memoryview) for s in L._shard_samples(str(ours)) for k, v in s.items() if k != "__key__")
+    empty = tmp_path / "empty.tar"
+    empty.write_bytes(b"")
+    assert list(L._shard_samples(str(empty))) == []
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(ours.read_bytes()[:4000])  # in the middle of the second image
+    for read in (lambda: list(L._shard_samples(str(cut))), lambda: list(L.iter_samples(io.BytesIO(cut.read_bytes())))):
+        with pytest.raises(EOFError, match="0000000001.jpg.* is truncated"):
+            read()
+
+
+def test_sample_json_parses_as_json_loads_does():
+    from datasets.loader.annotator_loader import parse_json
+
+    for text in ['{"a": [1, 2.5, -3e-2], "b": {"c": null, "d": true}, "é": "ü"}', ' {"a": 1} \n', "[]", "3.25"]:
+        data = text.encode()
+        assert parse_json(data) == json.loads(data)
+        assert parse_json(memoryview(data)) == json.loads(data)
+    for bad in (b'{"a": 1} x', b"", b'{"a": }', b"\xff{}"):
+        with pytest.raises(ValueError) as got:
+            parse_json(bad)
+        with pytest.raises(ValueError) as expected:
+            json.loads(bad)
+        assert type(got.value) is type(expected.value)
+
+
+def test_raw_samples_are_bytes(export_dir):
+    sample = next(iter(ShardDataset(export_dir, "train", decode="raw", shuffle=False)))
+    assert isinstance(sample["image"], bytes) and sample["image"][:2] == b"\xff\xd8"
+
+
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
 def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation):
     from PIL import Image, ImageOps
