@@ -105,6 +105,9 @@ class CrowdStage(models.Model):
     bonus_min_gold_accuracy = models.FloatField(default=1.0, validators=[MinValueValidator(0), MaxValueValidator(1)])
     bonus_reason = models.CharField(max_length=300, default="Thank you for careful, accurate work.")
     # --- the pipeline (stages as data: what feeds what, how answers are judged) ---
+    in_pipeline = models.BooleanField(
+        "part of the pipeline", default=False,
+        help_text="Items move through this stage by themselves (crowd.pipeline); off: a stage launched by hand.")
     feeds = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="fed_by",
         help_text="The stage this stage's results go to (categories -> spotting -> segmentation -> "

@@ -84,7 +84,7 @@ def pipeline_configure(*, project: Project, preset: str = "coco", adaptive: bool
             values.update(ADAPTIVE.get(kind, {}))
         values.update(overrides.get(kind, {}))
         name = prefix + values.pop("name")
-        values.update(kind=kind, stage=_STAGE_OF_KIND[kind], feeds=None)
+        values.update(kind=kind, stage=_STAGE_OF_KIND[kind], feeds=None, in_pipeline=True)
         values.setdefault("keywords", "image,labeling,objects")
         stage, _ = CrowdStage.objects.update_or_create(project=project, name=name, defaults=values)
         stages.append(stage)
@@ -96,7 +96,8 @@ def pipeline_configure(*, project: Project, preset: str = "coco", adaptive: bool
 
 def chain_of(project_id: int) -> list[CrowdStage]:
     """The project's pipeline stages from the entry stage(s) along ``feeds`` (training excluded)."""
-    stages = list(CrowdStage.objects.filter(project_id=project_id, kind__in=KIND_ORDER).order_by("id"))
+    stages = list(CrowdStage.objects.filter(project_id=project_id, kind__in=KIND_ORDER, in_pipeline=True)
+                  .order_by("id"))
     fed = {s.feeds_id for s in stages if s.feeds_id}
     order: list[CrowdStage] = []
     by_id = {s.pk: s for s in stages}

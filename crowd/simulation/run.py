@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.db.models import Count
+from django.db.models import Avg, Count
 
 from crowd import seams, services, tasks
 from crowd.models import HIT, CrowdStage, PipelineItem
@@ -256,8 +256,10 @@ def simulation_report(sim: Simulation) -> dict[str, Any]:
         unit = stage.reward + services.fee_for(stage.reward, stage.max_assignments)
         cost = unit * answers
         counts = dict(PipelineItem.objects.filter(stage=stage).values_list("state").annotate(n=Count("id")))
+        decided = PipelineItem.objects.filter(stage=stage).exclude(state__in=["active", "waiting"])
+        per_item = decided.aggregate(a=Avg("answers"))["a"]  # answers each item was decided on
         stages[stage.kind] = {"items": sum(counts.values()), "assignments": answers, "cost": str(cost),
-                              "per_item": round(answers / max(sum(counts.values()), 1), 2), "states": counts}
+                              "per_item": round(per_item or 0.0, 2), "states": counts}
         total_assignments += answers
         total_cost += cost
     replay = pipeline_recompute(project_id=project.pk)

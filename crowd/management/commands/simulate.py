@@ -53,13 +53,14 @@ class Command(BaseCommand):
 
         from crowd.simulation.stack import LocalStack
 
-        # A worker who finds nothing left in a group gets a 409, many times a round: not news.
-        logging.getLogger("django.request").setLevel(logging.ERROR)
 
         modes = ["fixed", "adaptive"] if opts["mode"] == "both" else [opts["mode"]]
         reports = {}
         with (nullcontext() if opts["url"] else LocalStack()) as stack:
             base = opts["url"] or stack.url
+            # A worker who finds nothing left in a group gets a 409, many times a round: not news.
+            # (Set after the stack's WSGI setup, which configures logging again.)
+            logging.getLogger("django.request").setLevel(logging.ERROR)
             for mode in modes:
                 self.stdout.write(f"{mode}: setting up {opts['images']} scenes and {opts['crowd']} at {base}")
                 sim = simulation_setup(base_url=base, images=opts["images"], categories=opts["categories"],
