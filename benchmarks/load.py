@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="HITs to publish (default: 10 per second of load, so the pool outlasts the run)")
     p.add_argument("--assignments", type=int, default=10, help="MaxAssignments per HIT (default 10)")
     p.add_argument("--images-per-task", type=int, default=2, help="images in each labeling task (default 2)")
+    p.add_argument("--think", type=float, default=0.0,
+                   help="seconds a worker spends labeling, between loading a task and answering (default 0)")
     p.add_argument("--sync-seconds", type=float, default=15, help="beat's crowd sync interval (default 15)")
     p.add_argument("--export-at", type=float, default=None,
                    help="seconds into the load when the export is asked for (default: a third of the way)")
@@ -91,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.baseline_seconds is None:
         args.baseline_seconds = min(30.0, args.seconds)
     if args.hits is None:
-        args.hits = max(20, math.ceil(10 * args.seconds))
+        # A worker takes each HIT once: enough for one worker at 12 tasks/s, or all at 120.
+        args.hits = max(20, math.ceil(12 * args.seconds))
     if args.export_at is None:
         args.export_at = args.seconds / 3
     return args
@@ -189,6 +192,63 @@ class Stack:
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.dir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+# --- Where the CPU goes ---------------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, tuple[int, int, int, float, float]]:
+    """pid -> (ppid, session, pid, own CPU seconds, reaped children's CPU seconds), from /proc."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        f = raw.rsplit(")", 1)[1].split()
+        out[int(entry)] = (int(f[1]), int(f[3]), int(entry), (int(f[11]) + int(f[12])) / TICK,
+                           (int(f[13]) + int(f[14])) / TICK)
+    return out
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each part: web, Celery worker, beat, PostgreSQL, Redis, this
+    client, and the whole machine (busy and total), to tell our share from everything else's."""
+    stats = _proc_stats()
+    sessions = {name: proc.pid for name, proc in stack.procs.items()}
+    if stack.celery and stack.celery.proc:
+        sessions["celery worker"] = stack.celery.proc.pid
+    out: dict[str, float] = {}
+    for name, sid in sessions.items():
+        out[name] = sum(own + reaped * (pid == sid) for ppid, session, pid, own, reaped in stats.values()
+                        if session == sid)
+    try:
+        master = int((stack.pg.data / "postmaster.pid").read_text().split()[0])
+        out["postgres"] = sum(own + reaped * (pid == master) for ppid, _, pid, own, reaped in stats.values()
+                              if pid == master or ppid == master)
+    except (OSError, ValueError):
+        pass
+    if stack.redis.proc:
+        out["redis"] = sum(v[3] for pid, v in stats.items() if pid == stack.redis.proc.pid)
+    t = os.times()
+    out["client"] = t.user + t.system
+    cpu = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    out["machine total"] = sum(cpu) / TICK
+    out["machine busy"] = (sum(cpu) - cpu[3] - cpu[4]) / TICK  # all but idle and iowait
+    return out
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used on average by each part over a phase; 'others' is what the rest of the machine used."""
+    used = {k: (after[k] - before.get(k, 0.0)) / seconds for k in after if k not in ("machine total", "machine busy")}
+    busy = (after["machine busy"] - before["machine busy"]) / seconds
+    used["others"] = max(0.0, busy - sum(used.values()))
+    used["machine busy"] = busy
+    return {k: round(v, 2) for k, v in used.items()}
 
 
 # --- Setup, in this process through the platform's own services ---------------------------------
@@ -466,7 +526,7 @@ FRAME = re.compile(rb'<iframe class="task" src="([^"]+)"')
 
 
 async def work_loop(w: SimWorker, base: str, hit_type_id: str, deadline: float, rec: Recorder, log: ClientLog,
-                    rnd: random.Random) -> None:
+                    rnd: random.Random, think: float = 0.0) -> None:
     """Take a task, load it and its images, answer, submit; again until the deadline."""
     s = w.session
     while time.monotonic() < deadline:
@@ -516,6 +576,8 @@ async def work_loop(w: SimWorker, base: str, hit_type_id: str, deadline: float, 
                     raise StepFailed(f"{status}, {len(body)} bytes for {image['url']}")
                 rec.ok(step, ms)
 
+            if think:
+                await asyncio.sleep(rnd.uniform(0.5 * think, 1.5 * think))
             step = "answer"
             answer = {"schema": task["schema"], "version": task["version"],
                       "images": [{"image": i["id"], "present": rnd.sample(categories, rnd.randint(0, 2))}
@@ -594,7 +656,7 @@ async def export_follow(aiohttp, base: str, project_id: int, token: str, start_a
         out["error"] = "not finished after 900 s"
 
 
-async def client_run(base: str, setup: Setup, args: argparse.Namespace) -> dict:
+async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot) -> dict:
     import aiohttp
 
     check_loopback(base)
@@ -617,22 +679,26 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace) -> dict:
     async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=args.workers, keepalive_timeout=1.0),
             timeout=aiohttp.ClientTimeout(total=120)) as session:
+        cpu0 = snapshot()
         base_rec.started = time.monotonic()
         deadline = base_rec.started + args.baseline_seconds
         await asyncio.gather(*(baseline_loop(session, base, setup.image_ids, deadline, base_rec,
                                              random.Random(args.seed + i)) for i in range(args.workers)))
         base_rec.ended = time.monotonic()
+        result["baseline_cpu_cores"] = cpu_used(cpu0, snapshot(), base_rec.seconds)
     result["baseline"] = base_rec.summary(("baseline row",))
 
     # Load.
     rec, log, export = Recorder(), ClientLog(), {}
+    cpu0 = snapshot()
     rec.started = time.monotonic()
     deadline = rec.started + args.seconds
     exporter = asyncio.create_task(export_follow(aiohttp, base, setup.project_id, setup.api_token,
                                                  rec.started + args.export_at, export))
     await asyncio.gather(*(work_loop(w, base, setup.hit_type_id, deadline, rec, log,
-                                     random.Random(rnd.random())) for w in workers))
+                                     random.Random(rnd.random()), args.think) for w in workers))
     rec.ended = time.monotonic()
+    result["load_cpu_cores"] = cpu_used(cpu0, snapshot(), rec.seconds)
     await exporter
     for w in workers:
         await w.session.close()
@@ -738,7 +804,8 @@ def verdict(result: dict) -> dict:
 def table(result: dict) -> str:
     lines = []
     b = result["baseline"]["endpoints"]["baseline row"]
-    lines.append(f"Load: {result['workers']} workers for {result['seconds']:.0f} s on gunicorn "
+    think = f", labeling {result['think_seconds']} s a task" if result["think_seconds"] else ", no pause"
+    lines.append(f"Load: {result['workers']} workers{think} for {result['seconds']:.0f} s on gunicorn "
                  f"{result['gunicorn']['workers']}x{result['gunicorn']['threads']} (gthread), PostgreSQL, Redis, "
                  f"Celery worker + beat; {result['cpus']} CPUs, load average {result['load_average']['start']} "
                  f"-> {result['load_average']['end']}")
@@ -771,6 +838,9 @@ def table(result: dict) -> str:
                  f"counts {e.get('counts')}")
     lines.append(f"sync: {result['drain']['recorded_by_beat_during_load']} assignments recorded by beat during the "
                  f"load; final sync {result['drain']['final_sync_seconds']} s")
+    for phase in ("load", "baseline"):
+        lines.append(f"CPU cores used during the {phase}: " + ", ".join(
+            f"{k} {v:.2f}" for k, v in result[f"{phase}_cpu_cores"].items()))
     lines.append("goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in result["verdict"]["goals"].items()))
     if result["load"]["error_examples"]:
         lines.append("first errors: " + " | ".join(result["load"]["error_examples"][:5]))
@@ -786,7 +856,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "class": "gthread"},
                     "celery_concurrency": args.celery_concurrency, "hits": args.hits,
                     "max_assignments": args.assignments, "images_per_task": args.images_per_task,
-                    "sync_seconds": args.sync_seconds,
+                    "sync_seconds": args.sync_seconds, "think_seconds": args.think,
                     "load_average": {"start": round(os.getloadavg()[0], 1)}}
     try:
         t0 = time.perf_counter()
@@ -795,11 +865,12 @@ def main(argv: list[str] | None = None) -> dict:
         setup = setup_platform(stack, args)
         result["setup_seconds"] = {k: round(v, 1) for k, v in setup.seconds.items()}
         result["setup_seconds"]["total"] = round(time.perf_counter() - t0, 1)
-        run = asyncio.run(client_run(stack.base, setup, args))
+        run = asyncio.run(client_run(stack.base, setup, args, lambda: cpu_snapshot(stack)))
         result["load_average"]["end_of_load"] = round(os.getloadavg()[0], 1)
         log: ClientLog = run.pop("log")
         result["signup_seconds"] = run["signup_seconds"]
-        result["baseline"], result["load"], result["export"] = run["baseline"], run["load"], run["export"]
+        for key in ("baseline", "load", "export", "baseline_cpu_cores", "load_cpu_cores"):
+            result[key] = run[key]
         result["processes_alive"] = stack.alive()
         result["drain"] = drain(setup, log)
         result["counts"] = count(setup, log)
