@@ -359,6 +359,10 @@ CROWD_ALLOW_HTTP_LOOPBACK = env.bool("CROWD_ALLOW_HTTP_LOOPBACK", default=DEBUG)
 CROWD_SECRET_KEYS = env.list("CROWD_SECRET_KEYS", default=[])  # Fernet key material, newest first
 CROWD_SYNC_SECONDS = env.float("CROWD_SYNC_SECONDS", default=60.0)
 CROWD_CONFIRM_GIVE_UP = env.int("CROWD_CONFIRM_GIVE_UP", default=20)  # GetAssignment tries
+# Block a worker once at least this many gold answers put even the upper bound of their accuracy
+# below CROWD_BLOCK_BELOW (crowd.aggregation.quality.decide).
+CROWD_BLOCK_MIN_GOLD = env.int("CROWD_BLOCK_MIN_GOLD", default=5)
+CROWD_BLOCK_BELOW = env.float("CROWD_BLOCK_BELOW", default=0.5)
 CELERY_BEAT_SCHEDULE.update(
     {
         "crowd-sync": {"task": "crowd.sync_all", "schedule": CROWD_SYNC_SECONDS},

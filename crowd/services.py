@@ -403,6 +403,41 @@ def worker_block(*, worker_id: int, reason: str, provider: CrowdProvider | None 
     return worker
 
 
+def workers_quality_review(*, worker_ids: Iterable[int], provider: CrowdProvider | None = None) -> list[int]:
+    """Block workers whose gold record is confidently bad (``crowd.aggregation.quality.decide``:
+    at least ``CROWD_BLOCK_MIN_GOLD`` gold answers and even the upper bound of their accuracy
+    below ``CROWD_BLOCK_BELOW``); returns the ids blocked now. Their later answers stop counting
+    in the pipeline, and the provider stops offering them our work."""
+    import numpy as np
+
+    from crowd.aggregation import quality
+
+    workers = list(Worker.objects.filter(pk__in=set(worker_ids), blocked=False,
+                                         gold_seen__gte=settings.CROWD_BLOCK_MIN_GOLD))
+    if not workers:
+        return []
+    index = np.repeat(np.arange(len(workers)), [w.gold_seen for w in workers])
+    correct = np.concatenate([np.arange(w.gold_seen) < w.gold_correct for w in workers])
+    verdict = quality.decide(quality.gold_accuracy(index, correct, n_workers=len(workers)),
+                             block_below=settings.CROWD_BLOCK_BELOW,
+                             reject_below=max(settings.CROWD_BLOCK_BELOW, 0.6),
+                             min_gold=settings.CROWD_BLOCK_MIN_GOLD)
+    blocked = []
+    for worker, name in zip(workers, verdict.names):
+        if name != "block":
+            continue
+        reason = (f"Blocked from this requester's work: {worker.gold_seen - worker.gold_correct} of "
+                  f"{worker.gold_seen} items with known answers were answered wrongly.")
+        try:
+            worker_block(worker_id=worker.pk, reason=reason, provider=provider)
+            blocked.append(worker.pk)
+        except TransientProviderError:
+            raise
+        except ProviderError as exc:
+            log.warning("could not block worker %s: %s", worker.provider_worker_id, exc)
+    return blocked
+
+
 def workers_notify(*, worker_ids: Iterable[int], subject: str, text: str,
                    provider: CrowdProvider | None = None) -> dict[str, str]:
     workers = list(Worker.objects.filter(pk__in=list(worker_ids)))
@@ -805,6 +840,9 @@ def hit_sync(*, hit_id: int, provider: CrowdProvider | None = None) -> SyncRepor
             done = assignment_review(assignment=assignment, provider=provider)
             report.approved += done.state == Assignment.State.APPROVED
             report.rejected += done.state == Assignment.State.REJECTED
+    judged = [a.worker_id for a in recorded if a.worker_id and a.gold_seen]
+    if judged:
+        workers_quality_review(worker_ids=judged, provider=provider)
     unpaid = False
     if hit.stage.bonus > 0:
         for a in hit.assignments.filter(state=Assignment.State.APPROVED).select_related("hit__stage"):

@@ -248,3 +248,19 @@ def test_answers_arriving_together_move_an_item_on_once(scene):
     assert PipelineItem.objects.filter(hit=hit, state="done").count() == 2
     assert ImageLabel.objects.filter(stage=Stage.AGGREGATE, image_id__in=hit.items).count() == 2 * 2
     assert PipelineItem.objects.filter(stage=spot).count() == 2
+
+
+def test_a_blocked_workers_answers_stop_counting(scene):
+    fake, project, images, cup, fork = scene
+    cats, *_ = small_chain(project, overrides={"categories": {"max_assignments": 2}})
+    engine.pipeline_launch(project_id=project.pk)
+    hit = hits_of(cats)[0]
+    from crowd.models import Worker
+
+    Worker.objects.create(provider_worker_id="wbad", blocked=True, block_reason="gold")
+    answer(fake, hit, "wbad", {"images": [{"image": i, "present": [fork.pk]} for i in hit.items]})
+    answer(fake, hit, "w1", {"images": [{"image": i, "present": [cup.pk]} for i in hit.items]})
+    assert not PipelineItem.objects.filter(hit=hit, state="done").exists()  # 1 counted answer of 2
+    answer(fake, hit, "w2", {"images": [{"image": i, "present": [cup.pk]} for i in hit.items]})
+    done = PipelineItem.objects.filter(hit=hit, state="done")
+    assert done.count() == 2 and all(d.result["present"] == [cup.pk] for d in done)
