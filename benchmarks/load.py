@@ -834,8 +834,9 @@ def table(result: dict) -> str:
         lines.append(f"  {name:<22} rows {x['rows']:>7}  distinct {x['distinct']:>7}  lost {x['lost']}  "
                      f"doubled {x['doubled']}  not in client log {x['not_in_client_log']}")
     e = result["export"]
-    lines.append(f"export: {e.get('status', e.get('error'))} in {e.get('seconds')} s, {e.get('files')} files, "
-                 f"counts {e.get('counts')}")
+    exported = sum(v.get("images", 0) for v in (e.get("counts") or {}).values() if isinstance(v, dict))
+    lines.append(f"export (asked for {result['export_at']:.0f} s into the load): {e.get('status', e.get('error'))} "
+                 f"in {e.get('seconds')} s, {exported} images, {e.get('files')} files")
     lines.append(f"sync: {result['drain']['recorded_by_beat_during_load']} assignments recorded by beat during the "
                  f"load; final sync {result['drain']['final_sync_seconds']} s")
     for phase in ("load", "baseline"):
@@ -856,7 +857,7 @@ def main(argv: list[str] | None = None) -> dict:
                                  "class": "gthread"},
                     "celery_concurrency": args.celery_concurrency, "hits": args.hits,
                     "max_assignments": args.assignments, "images_per_task": args.images_per_task,
-                    "sync_seconds": args.sync_seconds, "think_seconds": args.think,
+                    "sync_seconds": args.sync_seconds, "think_seconds": args.think, "export_at": args.export_at,
                     "load_average": {"start": round(os.getloadavg()[0], 1)}}
     try:
         t0 = time.perf_counter()
