@@ -252,7 +252,7 @@ def test_answers_arriving_together_move_an_item_on_once(scene):
 
 def test_a_blocked_workers_answers_stop_counting(scene):
     fake, project, images, cup, fork = scene
-    cats, *_ = small_chain(project, overrides={"categories": {"max_assignments": 2}})
+    cats, *_ = small_chain(project, overrides={"categories": {"max_assignments": 3, "aggregation": "majority"}})
     engine.pipeline_launch(project_id=project.pk)
     hit = hits_of(cats)[0]
     from crowd.models import Worker
@@ -260,7 +260,10 @@ def test_a_blocked_workers_answers_stop_counting(scene):
     Worker.objects.create(provider_worker_id="wbad", blocked=True, block_reason="gold")
     answer(fake, hit, "wbad", {"images": [{"image": i, "present": [fork.pk]} for i in hit.items]})
     answer(fake, hit, "w1", {"images": [{"image": i, "present": [cup.pk]} for i in hit.items]})
-    assert not PipelineItem.objects.filter(hit=hit, state="done").exists()  # 1 counted answer of 2
     answer(fake, hit, "w2", {"images": [{"image": i, "present": [cup.pk]} for i in hit.items]})
+    assert not PipelineItem.objects.filter(hit=hit, state="done").exists()  # 2 counted answers of 3
+    # When the HIT is over, the item is decided on the answers that count (majority of 2: cup).
+    HIT.objects.filter(pk=hit.pk).update(status=HIT.Status.DISPOSED)
+    engine.items_advance(hit_id=hit.pk, force_finished_hits=True)
     done = PipelineItem.objects.filter(hit=hit, state="done")
     assert done.count() == 2 and all(d.result["present"] == [cup.pk] for d in done)
