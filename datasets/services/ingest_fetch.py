@@ -151,12 +151,10 @@ def fetch_to_file(
                     )
                 size = 0
                 try:
-                    for chunk in response.stream(CHUNK):
+                    for chunk in _chunks_until(response, deadline, timeout):
                         size += len(chunk)
                         if size > max_bytes:
                             raise FetchError(f"more than the limit of {max_bytes:,} bytes")
-                        if time.monotonic() > deadline:
-                            raise FetchError(f"the download took longer than {timeout:g} seconds")
                         out.write(chunk)
                 except urllib3.exceptions.TimeoutError:
                     raise FetchError(f"the download took longer than {timeout:g} seconds") from None
@@ -167,6 +165,23 @@ def fetch_to_file(
                 response.release_conn()
                 response.close()
     raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _chunks_until(response, deadline: float, timeout: float):
+    """The body as it arrives, cut at ``deadline``: each read takes what one receive brings
+    (``read1``) and may wait only for the time left, so a server that drips a byte at a time
+    cannot stretch the download past the deadline."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchError(f"the download took longer than {timeout:g} seconds")
+        if sock is not None:
+            sock.settimeout(remaining)
+        chunk = response.read1(CHUNK)
+        if not chunk:
+            return
+        yield chunk
 
 
 class _Unreachable(Exception):
