@@ -1,10 +1,12 @@
 """Reproducible tar files: members in the order written, fixed owner, mode and time.
 
-Headers are built directly for ustar (``tarfile.TarInfo.tobuf`` for GNU long names past 100
-characters). Members are gathered in a 1 MB buffer; a full buffer goes to the file and into
-the sha256 on a background thread (both release the GIL for large buffers), so writing and
-hashing overlap with the caller's next members (database reads, JSON) and the digest costs no
-second read. The bytes are exactly those of writing member by member.
+Headers are built directly for ustar from a fixed template (``tarfile.TarInfo.tobuf`` for GNU
+long names past 100 characters). Members are gathered in one of two preallocated 1 MB buffers,
+image files read straight into it (``readinto``: no bytes object per image); a full buffer goes
+to the file and into the sha256 on a background thread (both release the GIL) while the other
+buffer fills, so writing and hashing overlap with the caller's next members (database reads,
+JSON) and the digest costs no second read. The bytes are exactly those of writing member by
+member.
 """
 from __future__ import annotations
 
@@ -29,50 +31,70 @@ _TAIL = (b"0" + b"\0" * 100 + b"ustar\x0000" + b"annotator".ljust(32, b"\0") * 2
          + b"\0" * 155 + b"\0" * 12)
 
 
+_HEAD_SUM = sum(_MODE + _IDS + _IDS + _MTIME) + sum(_TAIL) + 8 * 32  # the checksum field counts as spaces
+
+
 def _ustar_header(name: bytes, size: int) -> bytes:
     """A POSIX ustar header for a regular file with our fixed owner, mode and time (what
-    ``TarInfo.tobuf`` builds, without its per-call cost)."""
-    head = name.ljust(100, b"\0") + _MODE + _IDS + _IDS + _field(size, 12) + _MTIME
-    checksum = sum(head) + sum(_TAIL) + 8 * 32  # the checksum field counts as spaces
-    header = head + b"%06o\0 " % checksum + _TAIL
-    return header
+    ``TarInfo.tobuf`` builds, without its per-call cost): only the name and size vary, so the
+    checksum is the template's plus theirs."""
+    size_field = b"%011o\0" % size
+    checksum = _HEAD_SUM + sum(name) + sum(size_field)
+    return name.ljust(100, b"\0") + _MODE + _IDS + _IDS + size_field + _MTIME + b"%06o\0 " % checksum + _TAIL
+
+
+_ZEROS = bytes(2 * BLOCK)
 
 
 class TarWriter:
     """A reproducible tar written to ``f``; ``sha256`` and ``size`` are final after :meth:`close`.
 
-    At most two buffers of ``FLUSH_BYTES`` are held: the one being filled and the one being
-    written, so memory stays flat whatever the archive's size.
+    Two buffers of ``flush_bytes`` are held: the one being filled and the one being written, so
+    memory stays flat whatever the archive's size. A member larger than a buffer goes to the
+    background writer on its own.
     """
 
     def __init__(self, f: BinaryIO, *, flush_bytes: int = FLUSH_BYTES) -> None:
         self.f = f
         self.sha256 = hashlib.sha256()
         self.size = 0
-        self._flush_bytes = flush_bytes
-        self._buffer = bytearray()
+        self._capacity = flush_bytes
+        self._buffer = memoryview(bytearray(flush_bytes))  # being filled
+        self._spare = memoryview(bytearray(flush_bytes))  # being written, or free
+        self._pos = 0
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 
     def _out(self, data: bytes | memoryview) -> None:
-        self._buffer += data
-        self.size += len(data)
-        if len(self._buffer) >= self._flush_bytes:
+        n = len(data)
+        self.size += n
+        if n > self._capacity - self._pos:
             self._flush()
+            if n > self._capacity:
+                self._submit(bytes(data))
+                return
+        self._buffer[self._pos:self._pos + n] = data
+        self._pos += n
 
-    def _sink(self, data: bytearray) -> None:
+    def _sink(self, data: bytes | memoryview) -> None:
         self.f.write(data)
         self.sha256.update(data)
 
-    def _flush(self) -> None:
-        """Hand the buffer to the background thread, after the previous one is written."""
-        if not self._buffer:
-            return
-        data, self._buffer = self._buffer, bytearray()
+    def _submit(self, data: bytes | memoryview) -> None:
+        """Hand ``data`` to the background thread, after the previous hand-off is written."""
         self._wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tarwriter")
         self._pending = self._pool.submit(self._sink, data)
+
+    def _flush(self) -> None:
+        """Send the filled part of the buffer; fill the other one (free once the previous
+        hand-off is written, which ``_submit`` waits for) from now on."""
+        if not self._pos:
+            return
+        self._submit(self._buffer[:self._pos])
+        self._buffer, self._spare = self._spare, self._buffer
+        self._pos = 0
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -101,23 +123,38 @@ class TarWriter:
     def add_stream(self, name: str, src: BinaryIO, size: int) -> None:
         """Copy exactly ``size`` bytes of ``src`` as one member."""
         self._header(name, size)
-        left = size
-        while left:
-            chunk = src.read(min(COPY_CHUNK, left))
-            if not chunk:
-                raise OSError(f"{name}: the source ended {left} bytes early")
-            self._out(chunk)
-            left -= len(chunk)
+        readinto = getattr(src, "readinto", None)
+        if readinto is not None and size <= self._capacity:
+            # Straight into the buffer: one copy, from the kernel, and no bytes object.
+            if size > self._capacity - self._pos:
+                self._flush()
+            view = self._buffer[self._pos:self._pos + size]
+            got = 0
+            while got < size:
+                n = readinto(view[got:])
+                if not n:
+                    raise OSError(f"{name}: the source ended {size - got} bytes early")
+                got += n
+            self._pos += size
+            self.size += size
+        else:
+            left = size
+            while left:
+                chunk = src.read(min(COPY_CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{name}: the source ended {left} bytes early")
+                self._out(chunk)
+                left -= len(chunk)
         self._pad(size)
 
     def _pad(self, size: int) -> None:
         rest = size % BLOCK
         if rest:
-            self._out(b"\0" * (BLOCK - rest))
+            self._out(_ZEROS[:BLOCK - rest])
 
     def close(self) -> None:
         """Write the end-of-archive blocks and wait until every byte is in the file and hashed."""
-        self._out(b"\0" * (2 * BLOCK))
+        self._out(_ZEROS)
         try:
             self._flush()
             self._wait()

@@ -101,6 +101,44 @@ def test_webdataset_reads_the_shards_unmodified(built, export_dir):
     assert len(png) == 1  # the PNG kept its own extension
 
 
+@pytest.mark.parametrize("flush_bytes", [1 << 20, 4096])
+def test_the_tar_writer_writes_the_headers_tarfile_builds(flush_bytes):
+    """Member by member what ``tarfile`` builds (ustar, GNU for long names), whether members
+    arrive as bytes or streams, fit a buffer or not; its sha256 and size are of those bytes."""
+    import random
+
+    from datasets.exports.tarwriter import FIXED_MTIME, TarWriter
+
+    rng = random.Random(7)
+    members = [(f"{i:010d}.{ext}", rng.randbytes(size), i % 2 == 0) for i, (ext, size) in enumerate(
+        [("jpg", 0), ("json", 1), ("jpg", 511), ("json", 512), ("png", 513), ("jpg", 70_000), ("jpg", 1_500_000)])]
+    members.append(("x" * 120 + ".json", b"{}", False))
+    out = io.BytesIO()
+    writer = TarWriter(out, flush_bytes=flush_bytes)
+    expected = b""
+    for name, data, as_stream in members:
+        if as_stream:
+            writer.add_stream(name, io.BytesIO(data + b"not this"), len(data))
+        else:
+            writer.add_bytes(name, data)
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), FIXED_MTIME, 0o644, "annotator", "annotator"
+        if len(name) < 100:
+            header = bytearray(info.tobuf(format=tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict"))
+            header[329:345] = b"0000000\0" * 2  # device numbers written out, as the first writer did
+            header[148:156] = b" " * 8
+            header[148:156] = b"%06o\0 " % sum(header)
+        else:
+            header = info.tobuf(format=tarfile.GNU_FORMAT, encoding="utf-8", errors="strict")
+        expected += bytes(header) + data + bytes(-len(data) % 512)
+    writer.close()
+    expected += bytes(1024)
+    assert out.getvalue() == expected
+    assert writer.sha256.hexdigest() == hashlib.sha256(expected).hexdigest() and writer.size == len(expected)
+    with pytest.raises(OSError, match="ended 5 bytes early"):
+        TarWriter(io.BytesIO()).add_stream("short.jpg", io.BytesIO(b"12345"), 10)
+
+
 def test_tar_members_have_fixed_order_owner_and_time(export_dir):
     for path in sorted(export_dir.glob("shards/*.tar")):
         with tarfile.open(path) as tar:
