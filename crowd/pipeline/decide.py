@@ -29,7 +29,6 @@ DEFAULT_SENSITIVITY = 0.8
 DEFAULT_SPECIFICITY = 0.99
 DEFAULT_PRESENCE = 0.1  # share of (image, category) pairs present, before any vote
 DEFAULT_VERIFY_ACCURACY = 0.8
-SPOT_AGREEMENT = 2 / 3  # adaptive spotting: share of workers whose own count matches the crowd's
 
 
 @dataclass(frozen=True)
@@ -146,13 +145,30 @@ def categories_decide(votes: list[tuple[str, set[int]]], categories: list[int], 
 
 # --- Instance spotting -----------------------------------------------------------------------
 
+# Adaptive spotting weighs each click cluster as evidence that an object is there: a worker clicks
+# a real object with probability 1 - SPOT_MISS and leaves a stray click where there is none with
+# probability SPOT_STRAY (careful crowds do better, so these are on the cautious side).
+SPOT_MISS = 0.15
+SPOT_STRAY = 0.05
+
+
+def cluster_posterior(k: int, n: int) -> float:
+    """P(an object is there | k of n workers clicked it), from an even prior."""
+    log_ratio = (k * math.log((1 - SPOT_MISS) / SPOT_STRAY)
+                 + (n - k) * math.log(SPOT_MISS / (1 - SPOT_STRAY)))
+    return 1.0 / (1.0 + math.exp(-log_ratio))
+
+
 def spotting_decide(answers: list[tuple[str, list[tuple[float, float]], bool]], *, width: int, height: int,
                     rule: Rule) -> Decision:
     """One image and category: ``answers`` are (worker, clicks, "too many") per worker.
 
-    The clicks of all workers are clustered (``cluster_clicks``: scale-aware radius, at least
-    ``cluster_min_workers`` workers per cluster, capped at the number of answers); one instance per
-    cluster, at its centre. Adaptive: finished when enough workers' own counts match the crowd's.
+    The clicks of all workers are clustered (``cluster_clicks``: scale-aware radius); one instance
+    per cluster, at its centre. Fixed redundancy keeps clusters that ``cluster_min_workers``
+    workers clicked (capped at the number of answers). Adaptive: each cluster clicked by ``k`` of
+    ``n`` workers is there with ``cluster_posterior(k, n)``; the item is finished once every
+    cluster is at least ``confidence`` sure either way, and keeps the clusters more likely there
+    than not.
     """
     n = len(answers)
     if n < rule.need:
@@ -167,19 +183,24 @@ def spotting_decide(answers: list[tuple[str, list[tuple[float, float]], bool]], 
     flags = too_many_vote(np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64),
                           np.array([workers[w] for w, _, _ in answers]), np.array([int(c) for _, _, c in answers]))
     crowd = bool(flags.too_many[0]) if len(flags.too_many) else False
-    instances: list[list[float]] = []
+    clusters: list[tuple[float, float, int]] = []
     if xs:
         found = cluster_clicks(np.zeros(len(xs), dtype=np.int64), np.zeros(len(xs), dtype=np.int64),
                                np.array(ws), np.array(xs), np.array(ys), image_width=[width], image_height=[height],
-                               min_workers=min(rule.cluster_min_workers, n))
-        instances = [[round(float(x), 1), round(float(y), 1), int(k)]
-                     for x, y, k in zip(found.x, found.y, found.n_workers)]
-    own = [len(points) for _, points, _ in answers]
-    agree = sum(c == len(instances) for c in own) / n if n else 0.0
-    if rule.adaptive and n < rule.redundancy and agree < SPOT_AGREEMENT and not crowd:
-        return Decision(False, confidence=agree, reason=f"counts differ ({sorted(own)} vs {len(instances)})")
-    return Decision(True, {"instances": instances, "crowd": crowd}, agree,
-                    "counts agree" if agree >= SPOT_AGREEMENT else "answers complete")
+                               min_workers=1)
+        clusters = [(round(float(x), 1), round(float(y), 1), int(k)) for x, y, k in zip(found.x, found.y, found.n_workers)]
+    if rule.adaptive:
+        post = [cluster_posterior(k, n) for _, _, k in clusters]
+        sure = min((max(p, 1 - p) for p in post), default=1.0)
+        if n < rule.redundancy and sure < rule.confidence and not crowd:
+            return Decision(False, confidence=sure, reason=f"a click cluster only {sure:.2f} sure")
+        kept = [c for c, p in zip(clusters, post) if p >= 0.5]
+    else:
+        sure = None
+        kept = [c for c in clusters if c[2] >= min(rule.cluster_min_workers, n)]
+    instances = [[x, y, k] for x, y, k in kept]
+    return Decision(True, {"instances": instances, "crowd": crowd}, sure,
+                    "clusters sure" if rule.adaptive else "answers complete")
 
 
 # --- Segmentation ----------------------------------------------------------------------------

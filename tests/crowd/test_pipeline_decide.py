@@ -88,3 +88,14 @@ def test_verification_weighs_votes_by_reliability_and_rejects_a_split_at_the_cap
     rule = Rule(redundancy=5, adaptive=True, min_answers=3, confidence=0.95)
     assert not verification_decide([("a", True), ("b", True), ("c", False)], rule).finished
     assert verification_decide([("a", True), ("b", True), ("c", True)], rule).finished
+
+
+def test_adaptive_spotting_dismisses_a_stray_click_once_enough_workers_left_it():
+    from crowd.pipeline.decide import cluster_posterior
+
+    assert cluster_posterior(2, 2) > 0.99 and cluster_posterior(1, 5) < 0.05
+    rule = Rule(redundancy=8, adaptive=True, min_answers=2, confidence=0.95)
+    clicks = [("a", [(10, 10), (60, 5)], False)] + [(w, [(10, 10)], False) for w in "bcde"]
+    assert not spotting_decide(clicks[:3], width=64, height=48, rule=rule).finished
+    d = spotting_decide(clicks, width=64, height=48, rule=rule)
+    assert d.finished and [i[:2] for i in d.result["instances"]] == [[10.0, 10.0]]
