@@ -213,11 +213,12 @@ def answer_announce(*, task_id: int) -> None:
 
     for name in settings.TOOLS_ANSWER_TASKS:
         try:
+            # No publish retries: with the broker down the worker's answer must not wait on it.
             task = current_app.tasks.get(name)
             if task is not None:
-                task.delay(task_id)
+                task.apply_async(args=[task_id], retry=False)
             else:
-                current_app.send_task(name, args=[task_id])
+                current_app.send_task(name, args=[task_id], retry=False)
         except Exception as exc:  # noqa: BLE001 - the broker's errors vary by transport
             logger.warning("could not queue %s for task item %s: %s", name, task_id, exc)
 
