@@ -1,5 +1,6 @@
 """The requester console for the crowd: stages (launch with a cost confirmation), HITs,
-assignments (approve, reject, bonus), workers (block, notify), payments, credentials.
+assignments (approve, reject, bonus), workers (block, notify), payments, credentials, and each
+project's pipeline page (progress, workers, review queue: ``crowd.admin_pipeline``).
 
 Every action calls one service; provider errors are shown as messages, never as a 500.
 """
@@ -13,6 +14,7 @@ from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
 from crowd import crypto, selectors, services
+from crowd.admin_pipeline import PipelineAdminMixin
 from crowd.models import HIT, Assignment, CrowdStage, Payment, ProviderCredentials, TrainingQualification, Worker
 from crowd.providers import provider_for
 from crowd.providers.base import ProviderError
@@ -88,8 +90,11 @@ class TrainingQualificationAdmin(admin.ModelAdmin):
 
 
 @admin.register(CrowdStage)
-class CrowdStageAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "kind", "status", "reward", "max_assignments", "items_per_hit", "hit_type_id"]
+class CrowdStageAdmin(PipelineAdminMixin, admin.ModelAdmin):
+    """Crowd stages, and (``crowd.admin_pipeline``) each project's pipeline page."""
+
+    list_display = ["name", "project", "kind", "status", "reward", "max_assignments", "items_per_hit", "hit_type_id",
+                    "pipeline_link"]
     list_filter = ["status", "kind", "project"]
     readonly_fields = ["hit_type_id", "status_reason", "costs", "progress"]
     actions = ["launch_stage", "sync_now"]

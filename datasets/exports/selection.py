@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import json.scanner
+from array import array
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
@@ -42,6 +44,26 @@ def split_of(image_id: int, ratios: dict[str, float]) -> str:
 def shuffle_key(image_id: int, seed: int) -> bytes:
     """The once-and-for-all sample order in the shards: a hash of the seed and the image id."""
     return hashlib.sha256(f"{seed}:{image_id}".encode()).digest()[:12]
+
+
+def shuffled(ids: Sequence[int], sizes: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` and their ``sizes`` in shard order: by ``shuffle_key``, ties in the order given.
+
+    What ``sorted(zip(ids, sizes), key=lambda s: shuffle_key(s[0], seed))`` gives, held in
+    arrays (the 12-byte key as 8 + 4 bytes, about 30 bytes per image in all while sorting)
+    rather than in a Python object or two per image.
+    """
+    high, low = array("Q"), array("I")
+    for image_id in map(int, ids):
+        digest = shuffle_key(image_id, seed)
+        high.append(int.from_bytes(digest[:8], "big"))
+        low.append(int.from_bytes(digest[8:], "big"))
+    high_keys = np.array(high, dtype=np.uint64)
+    low_keys = np.array(low, dtype=np.uint32)
+    del high, low
+    order = np.lexsort((np.arange(len(high_keys)), low_keys, high_keys))  # the last key sorts first
+    del high_keys, low_keys
+    return np.asarray(ids, dtype=np.int64)[order], np.asarray(sizes, dtype=np.int64)[order]
 
 
 def sample_key(image_id: int) -> str:

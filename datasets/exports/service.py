@@ -14,10 +14,12 @@ import shutil
 import tempfile
 import time
 import uuid
+from array import array
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
@@ -34,9 +36,9 @@ from datasets.exports.selection import (
     Selection,
     image_extension,
     sample_key,
-    shuffle_key,
+    shuffled,
 )
-from datasets.exports.shards import ShardFile, plan_shards
+from datasets.exports.shards import ShardFile, plan_shard_bounds
 from datasets.exports.streams import open_stream
 from datasets.exports.tarwriter import TarWriter
 from datasets.models import Export, Project
@@ -424,25 +426,31 @@ def models_total(export_pk: int) -> int:
 def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     project = export.project
     selection = Selection(project=project, filters=export.filters, ratios=export.split_ratios)
-    index = list(selection.image_index())  # (id, size, split): a few dozen bytes per image
-    by_split: dict[str, list[tuple[int, int]]] = {s: [] for s in SPLITS}
-    for pk, size, split in index:
-        by_split[split].append((pk, size))
+    # Every selected image's id, file size and split, in id order: 17 bytes an image, in arrays.
+    ids, sizes, split_codes = array("q"), array("q"), array("b")
+    code_of = {split: code for code, split in enumerate(SPLITS)}
+    for pk, size, split in selection.image_index():
+        ids.append(pk)
+        sizes.append(size)
+        split_codes.append(code_of[split])
     formats = export.formats
     passes = int("coco" in formats or "imagefolder" in formats) + int("shards" in formats)
-    progress = _Progress(export, total=len(index) * passes + 1)
+    progress = _Progress(export, total=len(ids) * passes + 1)
     publisher.before_each = progress.beat
     class_map = _class_map(selection)
-    splits: dict[str, dict[str, Any]] = {s: {"images": len(by_split[s])} for s in SPLITS}
-    split_of = {pk: split for pk, _, split in index}
-    del index
+    splits: dict[str, dict[str, Any]] = {s: {"images": split_codes.count(code_of[s])} for s in SPLITS}
 
     if "coco" in formats or "imagefolder" in formats:
-        _write_by_id(export, selection, workdir, publisher, progress, split_of, splits, class_map)
-    del split_of
+        _write_by_id(export, selection, workdir, publisher, progress, ids, split_codes, splits, class_map)
     if "shards" in formats:
+        codes = np.frombuffer(split_codes, dtype=np.int8)
         for split in SPLITS:
-            splits[split]["shards"] = _write_shards(export, selection, workdir, publisher, progress, split, by_split[split])
+            mine = codes == code_of[split]
+            split_ids = np.frombuffer(ids, dtype=np.int64)[mine]
+            split_sizes = np.frombuffer(sizes, dtype=np.int64)[mine]
+            splits[split]["shards"] = _write_shards(export, selection, workdir, publisher, progress, split, split_ids,
+                                                    split_sizes)
+            del mine, split_ids, split_sizes
 
     publisher.publish(manifest_mod.LOADER_NAME, LOADER_SOURCE, move=False)
     manifest = manifest_mod.build_manifest(
@@ -465,7 +473,7 @@ def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[d
     return publisher.files, counts
 
 
-def _write_by_id(export, selection, workdir, publisher, progress, split_of, splits, class_map) -> None:
+def _write_by_id(export, selection, workdir, publisher, progress, ids, split_codes, splits, class_map) -> None:
     """One pass over the images in id order: COCO JSON and ImageFolder tars."""
     formats = export.formats
     licenses, license_ids = _licenses(selection)
@@ -493,8 +501,8 @@ def _write_by_id(export, selection, workdir, publisher, progress, split_of, spli
             folders[split] = (path, f, TarWriter(f))
     names = {c["id"]: imagefolder.class_folder(c["name"]) for c in class_map}
     try:
-        for pk, record in selection.ordered_records(sorted(split_of)):
-            split = split_of[pk]
+        for (pk, record), code in zip(selection.ordered_records(ids), split_codes):
+            split = SPLITS[code]
             key = sample_key(pk)
             ext = image_extension(record["image"])
             if coco is not None:
@@ -526,17 +534,19 @@ def _write_by_id(export, selection, workdir, publisher, progress, split_of, spli
             f.close()
 
 
-def _write_shards(export, selection, workdir, publisher, progress, split, samples) -> list[dict[str, Any]]:
-    ordered = sorted(samples, key=lambda s: shuffle_key(s[0], export.seed))
-    plan = plan_shards(ordered, shard_size=export.shard_size, min_shards=export.min_shards)
-    del ordered
+def _write_shards(export, selection, workdir, publisher, progress, split, ids, sizes) -> list[dict[str, Any]]:
+    """A split's shards: its images (``ids`` in id order, with their file ``sizes``) in the
+    seed's shuffled order, cut by size."""
+    ordered_ids, ordered_sizes = shuffled(ids, sizes, export.seed)
+    plan = plan_shard_bounds(ordered_sizes, shard_size=export.shard_size, min_shards=export.min_shards)
+    del ordered_sizes
     entries = []
-    for number, ids in enumerate(plan):
+    for number, (start, end) in enumerate(plan):
         name = f"shards/{split}-{number:06d}.tar"
         path = workdir / f"{split}-{number:06d}.tar"
         with open(path, "wb") as f:
             shard = ShardFile(name=name, writer=TarWriter(f))
-            for _, record in selection.ordered_records(ids):
+            for _, record in selection.ordered_records(map(int, ordered_ids[start:end])):
                 with _open_image(record) as src:
                     shard.add(key=sample_key(record["image"].pk), ext=image_extension(record["image"]), record=record, image=src)
                 progress.step()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Sequence
 
 from datasets.exports.tarwriter import BLOCK, TarWriter
 
@@ -37,22 +37,28 @@ def sample_bytes(file_size: int) -> int:
 
 def plan_shards(samples: list[tuple[int, int]], *, shard_size: int, min_shards: int) -> list[list[int]]:
     """Cut ``[(image_id, file_size), ...]`` (already in shard order) into shards of ids."""
-    if not samples:
+    bounds = plan_shard_bounds([size for _, size in samples], shard_size=shard_size, min_shards=min_shards)
+    return [[image_id for image_id, _ in samples[start:end]] for start, end in bounds]
+
+
+def plan_shard_bounds(sizes: Sequence[int], *, shard_size: int, min_shards: int) -> list[tuple[int, int]]:
+    """Where shards start and end in a split's samples (file sizes, already in shard order):
+    ``[(start, end), ...]``, so that the plan itself takes no memory per image."""
+    if not len(sizes):
         return []
-    total = sum(sample_bytes(size) for _, size in samples)
+    total = sum(sample_bytes(int(size)) for size in sizes)
     target = min(shard_size, max(1, total // max(1, min_shards)))
-    shards: list[list[int]] = []
-    current: list[int] = []
+    bounds: list[tuple[int, int]] = []
+    start = 0
     current_bytes = 0
-    for image_id, size in samples:
-        need = sample_bytes(size)
-        if current and current_bytes + need > target:
-            shards.append(current)
-            current, current_bytes = [], 0
-        current.append(image_id)
+    for i, size in enumerate(sizes):
+        need = sample_bytes(int(size))
+        if i > start and current_bytes + need > target:
+            bounds.append((start, i))
+            start, current_bytes = i, 0
         current_bytes += need
-    shards.append(current)
-    return shards
+    bounds.append((start, len(sizes)))
+    return bounds
 
 
 def sample_json(record: dict[str, Any], key: str, ext: str) -> bytes:
