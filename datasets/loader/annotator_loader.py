@@ -1129,15 +1129,24 @@ class ShardDataset(IterableDataset):
         """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied."""
         layout: list[tuple[tuple[int, ...], str]] = []
         images: list[torch.Tensor] = []
+        pixels = slot.pixels
+        base = pixels.storage_offset()
         offset = 0
         for data, image, shape in plan:
             n = math.prod(shape)
-            dst = slot.pixels[offset: offset + n].view(shape)
+            if data is not None and _decode_jpeg_into(data, slot.map, offset=_SLOT_HEADER + offset,
+                                                      size=(shape[1], shape[0])):
+                # The C x H x W view of the RGBX rows just written, in one step.
+                h, w = shape[0], shape[1]
+                layout.append((shape, "rgbx"))
+                images.append(pixels.as_strided((3, h, w), (1, 4 * w, 4), base + offset))
+                offset += n
+                continue
+            dst = pixels[offset: offset + n].view(shape)
             kind = "plain"
             if data is not None:
                 kind = "rgbx"
-                if not _decode_jpeg_into(data, slot.map, offset=_SLOT_HEADER + offset, size=(shape[1], shape[0])):
-                    dst[:, :, :3].copy_(decode_image(data, "tensor").permute(1, 2, 0))
+                dst[:, :, :3].copy_(decode_image(data, "tensor").permute(1, 2, 0))
             else:
                 src, kind = _packing_view(image)
                 dst.copy_(src)
