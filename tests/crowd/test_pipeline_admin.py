@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from io import StringIO
+from io import BytesIO, StringIO
+from pathlib import Path
 from unittest import mock
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
 from django.db.models import Sum
+from django.test import Client
 from django.urls import reverse
 
 from crowd import selectors, services, tasks
@@ -477,3 +481,63 @@ def test_catch_up_from_the_command(fake_mturk, make_project, make_images):
     run(project.pk, "launch")
     assert "0 items moved on, 0 HITs published" in run(project.pk, "catch-up")
     assert HIT.objects.filter(project=project).aggregate(n=Sum("max_assignments"))["n"] == 8
+
+
+# --- In a browser ----------------------------------------------------------------------------------------
+
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+
+
+def real_pixels(project) -> None:
+    """Give the fixture's images real pixels: a table top with a cup-sized object at (10..30, 10..30)."""
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
+    for image in project.images.all():
+        im = PILImage.new("RGB", (image.width, image.height), (214, 196, 170))
+        draw = ImageDraw.Draw(im)
+        draw.rectangle([0, 34, image.width, image.height], fill=(150, 120, 90))
+        draw.ellipse([11, 11, 29, 29], fill=(245, 245, 240), outline=(90, 90, 90))
+        out = BytesIO()
+        im.save(out, "PNG")
+        default_storage.delete(image.file.name)
+        name = default_storage.save(image.file.name, ContentFile(out.getvalue()))
+        type(image).objects.filter(pk=image.pk).update(file=name)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_pipeline_pages_in_chromium(page, live_server, running, django_user_model):
+    project = running["project"]
+    real_pixels(project)
+    services.stage_sync(stage_id=running["stages"][2].pk)  # the outlines drawn so far are paid
+    django_user_model.objects.create_superuser("boss", "boss@example.org", "pw-for-tests-1234")
+    client = Client()
+    client.login(username="boss", password="pw-for-tests-1234")
+    page.context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value,
+                               "url": live_server.url}])
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+    page.goto(live_server.url + reverse("admin:crowd_pipeline", args=[project.pk]))
+    page.evaluate("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")  # the page, not the menu
+    page.reload()
+    bars = page.locator("#stages .bar")
+    assert bars.count() == 4
+    done = page.locator('tr[data-stage="categories"] .seg-done').bounding_box()
+    whole = page.locator('tr[data-stage="categories"] .bar').bounding_box()
+    assert done["width"] == pytest.approx(whole["width"], abs=1)  # every image labelled: a full bar
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(DOCS_IMG / "pipeline-admin.png"), full_page=True)
+
+    page.goto(live_server.url + reverse("admin:crowd_pipeline_review", args=[project.pk]))
+    page.screenshot(path="/tmp/pipeline-review.png", full_page=True)
+    assert page.locator("svg image").first.evaluate("i => i.getBBox().width") > 0
+    latest = page.locator("polygon[data-latest]")
+    assert latest.count() == 2 and latest.first.bounding_box()["width"] > 50  # drawn over the scaled image
+    page.locator(f"#item-{PipelineItem.objects.filter(state='review').order_by('id').first().pk} "
+                 "button[value=accept]").click()
+    page.wait_for_selector("text=outline accepted")
+    assert PipelineItem.objects.filter(project=project, state="review").count() == 1
+    assert not errors
