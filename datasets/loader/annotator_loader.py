@@ -576,12 +576,16 @@ def _packed_numel(t: torch.Tensor) -> int:
 def _unpack_images(flat: torch.Tensor, layout: list) -> PackedImages:
     out = PackedImages()
     offset = 0
+    base = flat.storage_offset()
     for shape, kind in layout:
         n = math.prod(shape)
+        if kind == "rgbx":  # C x H x W over RGBX rows, in one step (a batch has dozens of images)
+            h, w = shape[0], shape[1]
+            out.append(flat.as_strided((3, h, w), (1, 4 * w, 4), base + offset))
+            offset += n
+            continue
         view = flat[offset: offset + n].view(shape)
-        if kind == "rgbx":
-            view = view[:, :, :3].permute(2, 0, 1)
-        elif kind == "hwc":
+        if kind == "hwc":
             view = view.permute(2, 0, 1)
         out.append(view)
         offset += n
