@@ -16,6 +16,7 @@ the limits let requests through (logged): an answer is never lost because Redis 
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 from functools import wraps
@@ -35,6 +36,25 @@ class Refusal:
 
     message: str
     retry_after: int
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The address limits are counted by (``RATELIMIT_IP_META_KEY`` points here).
+
+    With ``RATELIMIT_PROXY_COUNT`` = N proxies in front, each appending the address it saw to
+    X-Forwarded-For, the N-th entry from the right is the client as our outermost proxy saw it;
+    entries further left are whatever the client wrote and are never trusted.
+    """
+    proxies = int(getattr(settings, "RATELIMIT_PROXY_COUNT", 0) or 0)
+    if proxies > 0:
+        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if h.strip()]
+        if len(hops) >= proxies:
+            candidate = hops[-proxies]
+            try:
+                return str(ipaddress.ip_address(candidate))
+            except ValueError:
+                pass
+    return request.META.get("REMOTE_ADDR") or "0.0.0.0"
 
 
 def _rate(setting: str) -> str | None:

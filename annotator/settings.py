@@ -299,8 +299,10 @@ RATELIMIT_LOGIN_IP = env.str("RATELIMIT_LOGIN_IP", default="30/m")
 RATELIMIT_LOGIN_USER = env.str("RATELIMIT_LOGIN_USER", default="10/m")
 RATELIMIT_SUBMIT_IP = env.str("RATELIMIT_SUBMIT_IP", default="600/m")
 RATELIMIT_SUBMIT_WORKER = env.str("RATELIMIT_SUBMIT_WORKER", default="60/m")
-# Behind a proxy, the request.META key holding the client address (e.g. HTTP_X_REAL_IP).
-RATELIMIT_IP_META_KEY = env.str("RATELIMIT_IP_META_KEY", default="") or None
+# The client address: REMOTE_ADDR, or with N reverse proxies in front (each appending to
+# X-Forwarded-For) the N-th address from the right, the one our outermost proxy saw.
+RATELIMIT_PROXY_COUNT = env.int("RATELIMIT_PROXY_COUNT", default=0)
+RATELIMIT_IP_META_KEY = "annotator.ratelimit.client_ip"
 RATELIMIT_FAIL_OPEN = True  # a cache outage lets requests through rather than refusing them all
 # django-ratelimit's checks want memcached or django-redis: local memory is per process (fine for
 # one process; production sets CACHE_URL to Redis), and Django's own Redis cache increments

@@ -152,3 +152,24 @@ def test_requester_api_throttling_is_retried_by_botocore(market, settings):
             bare.get_account_balance()
     assert err.value.response["Error"]["Code"] == "ThrottlingException"
     assert err.value.response["Error"]["Message"] == "Rate exceeded"
+
+
+@pytest.mark.django_db
+def test_behind_proxies_the_address_is_the_one_the_outermost_proxy_saw(settings):
+    """X-Forwarded-For entries a client writes itself are not trusted: with one proxy in front,
+    only the address that proxy appended counts."""
+    settings.RATELIMIT_PROXY_COUNT = 1
+    settings.RATELIMIT_LOGIN_IP = "2/h"
+    settings.RATELIMIT_LOGIN_USER = "100/h"
+    proxy = "10.0.0.2"  # every request reaches Django from the proxy
+
+    def attempt(forwarded: str) -> int:
+        client = Client(REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=forwarded)
+        return client.post("/market/login/", {"username": "someone", "password": "x"}).status_code
+
+    # The attacker varies what it writes; the proxy appends the real address last.
+    assert [attempt(f"198.51.100.{i}, 203.0.113.66") for i in range(3)] == [200, 200, 429]
+    # Another client behind the same proxy is not held back.
+    assert attempt("203.0.113.67") == 200
+    settings.RATELIMIT_PROXY_COUNT = 0  # no proxy: the header is ignored, REMOTE_ADDR counts
+    assert [attempt(f"203.0.113.{i}") for i in (97, 98, 99)] == [200, 200, 429]
