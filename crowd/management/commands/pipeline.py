@@ -54,7 +54,7 @@ class Command(BaseCommand):
         for stage in stages:
             mode = (f"adaptive (at least {stage.min_answers}, {stage.confidence:.0%} sure, cap {stage.max_assignments})"
                     if stage.adaptive else f"fixed {stage.max_assignments}")
-            self.stdout.write(f"{stage.pk:>5}  {stage.name:<20} {stage.kind:<13} {mode}, ${stage.reward} per HIT"
+            self.stdout.write(f"{stage.pk:>5}  {stage.name:<20} {stage.kind:<13} {mode}, ${stage.reward} a task"
                               + (f" -> {stage.feeds.name}" if stage.feeds else ""))
 
     def do_launch(self, project: Project, *, queue: bool, **_):
