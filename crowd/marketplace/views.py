@@ -158,6 +158,7 @@ class LoginView(auth_views.LoginView):
                 "open_signup": getattr(settings, "MARKETPLACE_OPEN_SIGNUP", False)}
 
 
+@ratelimit.login_limited  # creating accounts is counted with signing in, per address
 def signup(request):
     code = request.GET.get("code", "") or request.POST.get("invite_code", "")
     open_signup = getattr(settings, "MARKETPLACE_OPEN_SIGNUP", False)

@@ -64,6 +64,22 @@ def test_sign_in_is_limited_per_address_across_user_names(settings):
 
 
 @pytest.mark.django_db
+def test_sign_up_is_counted_with_sign_in(settings):
+    settings.MARKETPLACE_OPEN_SIGNUP = True
+    settings.RATELIMIT_LOGIN_IP = "3/h"
+    client = Client(REMOTE_ADDR="203.0.113.20")
+    for i in range(3):
+        made = client.post("/market/signup/", {"username": f"bulk{i}", "country": "DE", "password1": "Sturdy-pass-9271",
+                                               "password2": "Sturdy-pass-9271"})
+        assert made.status_code == 302
+        client.post("/market/logout/")
+    refused = client.post("/market/signup/", {"username": "bulk9", "country": "DE", "password1": "Sturdy-pass-9271",
+                                              "password2": "Sturdy-pass-9271"})
+    assert_429(refused, "Too many sign-in attempts")
+    assert not get_user_model().objects.filter(username="bulk9").exists()
+
+
+@pytest.mark.django_db
 def test_answer_endpoint_is_limited_per_worker_and_stores_nothing_over_the_limit(project, point, settings):
     settings.RATELIMIT_SUBMIT_WORKER = "2/h"
     task = task_item_create(kind="segmentation", project=project, point=point)
