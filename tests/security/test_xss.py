@@ -120,6 +120,21 @@ def test_marketplace_pages_escape_titles_and_feedback(market):
     board = worker.get("/market/dashboard/").text
     assert "Wrong &lt;/script&gt;&lt;script&gt;" in board
     assert_escaped(board, "dashboard")
+    # The operators' console shows the same titles, answers and feedback escaped.
+    from crowd.marketplace.models import Assignment, HIT, HITType
+
+    root = Client()
+    root.force_login(get_user_model().objects.create_superuser("operator", password="Operator-pass-4410"))
+    pk = Assignment.objects.get(assignment_id=aid).pk
+    for url in (reverse("admin:marketplace_hittype_changelist"),
+                reverse("admin:marketplace_hittype_change", args=[HITType.objects.get().pk]),
+                reverse("admin:marketplace_hit_change", args=[HIT.objects.get().pk]),
+                reverse("admin:marketplace_assignment_changelist"),
+                reverse("admin:marketplace_assignment_change", args=[pk])):
+        page = root.get(url)
+        assert page.status_code == 200, url
+        assert_escaped(page.content.decode(), url)
+    assert "Wrong &lt;/script&gt;" in root.get(reverse("admin:marketplace_assignment_change", args=[pk])).content.decode()
     # The requester reads the answer back as data (XML-escaped), not markup.
     answer = mturk.get_assignment(AssignmentId=aid)["Assignment"]["Answer"]
     assert "&lt;script&gt;" in answer and "<script>" not in answer
