@@ -161,8 +161,8 @@ class PipelineAdminMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         projects = (Project.objects.select_related("owner").annotate(
-            stages=Count("crowd_stages", filter=Q(crowd_stages__kind__in=list(CONSUMES), crowd_stages__in_pipeline=True),
-                         distinct=True),
+            stages=Count("crowd_stages", distinct=True,
+                         filter=Q(crowd_stages__kind__in=list(CONSUMES), crowd_stages__in_pipeline=True)),
             review=Count("pipeline_items", filter=Q(pipeline_items__state=PipelineItem.State.REVIEW), distinct=True))
             .order_by("name"))
         context = {**self.admin_site.each_context(request), "title": "Pipelines", "projects": projects,

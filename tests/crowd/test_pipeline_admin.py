@@ -136,7 +136,8 @@ def test_the_progress_page_counts_items_money_and_answers_as_the_database_does(s
 
     for stage in (cats, spot, seg, ver):
         items = PipelineItem.objects.filter(stage=stage)
-        expected = {"waiting": items.filter(state="waiting").count(), "in_progress": items.filter(state="active").count(),
+        expected = {"waiting": items.filter(state="waiting").count(),
+                    "in_progress": items.filter(state="active").count(),
                     "done": items.filter(state__in=["done", "reviewed"]).count(),
                     "rejected_back": items.filter(state="rejected").count(),
                     "review": items.filter(state="review").count(),
@@ -159,7 +160,8 @@ def test_the_progress_page_counts_items_money_and_answers_as_the_database_does(s
     # them is still being outlined.
     assert PipelineItem.objects.filter(stage=seg).count() == 5
     seg_row = re.search(r'<tr data-stage="segmentation">(.*?)</tr>', html, re.S).group(1)
-    assert 'class="seg-in_progress" style="width: 20.00%' in seg_row and 'class="seg-done" style="width: 80.00%' in seg_row
+    assert 'class="seg-in_progress" style="width: 20.00%' in seg_row
+    assert 'class="seg-done" style="width: 80.00%' in seg_row
     assert "4 of 5 decided" in seg_row
     assert "Estimate: about $" in html and "fixed: 3 per item" in html
 
@@ -432,7 +434,8 @@ def test_the_command_configures_launches_and_shows_status(fake_mturk, make_proje
     Category.objects.create(project=project, coco_id=47, name="cup")
     assert "no pipeline yet" in run(project.pk, "status")
     out = run(project.pk, "configure", "--preset", "coco", "--adaptive")
-    assert "Category labeling" in out and "adaptive (at least 2, 95% sure, cap 8)" in out and "-> Instance spotting" in out
+    assert "Category labeling" in out and "adaptive (at least 2, 95% sure, cap 8)" in out
+    assert "-> Instance spotting" in out
     kinds = list(CrowdStage.objects.filter(project=project).order_by("id").values_list("kind", "adaptive"))
     assert kinds == [("categories", True), ("spotting", True), ("segmentation", False), ("verification", True)]
 

@@ -33,9 +33,11 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         configure = sub.add_parser("configure", help="Make (or update) the stages from a preset.")
         configure.add_argument("--preset", choices=list(PRESETS), default="coco")
-        configure.add_argument("--adaptive", action="store_true", help="Adaptive redundancy (the stage's numbers as caps).")
+        configure.add_argument("--adaptive", action="store_true",
+                               help="Adaptive redundancy (the stage's numbers as caps).")
         launch = sub.add_parser("launch", help="Make the entry stage's items and put them up as HITs.")
-        launch.add_argument("--queue", action="store_true", help="Queue crowd.pipeline_launch instead of running it here.")
+        launch.add_argument("--queue", action="store_true",
+                            help="Queue crowd.pipeline_launch instead of running it here.")
         sub.add_parser("catch-up", help="Decide what the stored answers allow and publish what waits.")
         sub.add_parser("status", help="Items per stage and state, assignments, money, the estimate to finish.")
         sub.add_parser("recompute", help="Replay every decided item from its stored answers; list differences.")
@@ -77,7 +79,8 @@ class Command(BaseCommand):
 
     def do_status(self, project: Project, **_):
         if not chain_of(project.pk):
-            self.stdout.write(f"{project.name}: no pipeline yet (manage.py pipeline {project.pk} configure --preset coco)")
+            self.stdout.write(f"{project.name}: no pipeline yet "
+                              f"(manage.py pipeline {project.pk} configure --preset coco)")
             return
         rows, m = selectors.pipeline_overview(project)
         table = [[label for _, label in COLUMNS]]
@@ -89,7 +92,8 @@ class Command(BaseCommand):
         widths = [max(len(r[k]) for r in table) for k in range(len(COLUMNS))]
         self.stdout.write(f"{project.name} (project {project.pk})")
         for n, r in enumerate(table):
-            self.stdout.write("  ".join(c.ljust(w) if k == 0 else c.rjust(w) for k, (c, w) in enumerate(zip(r, widths))))
+            self.stdout.write("  ".join(c.ljust(w) if k == 0 else c.rjust(w)
+                                        for k, (c, w) in enumerate(zip(r, widths))))
             if n == 0:
                 self.stdout.write("  ".join("-" * w for w in widths))
         self.stdout.write(f"spent ${m['spent']} of ${m['budget']} budget; ${m['reserved']} reserved; "
