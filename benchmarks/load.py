@@ -649,9 +649,10 @@ async def export_follow(aiohttp, base: str, project_id: int, token: str, start_a
                 return
             state = json.loads(body)
             if state["status"] in ("done", "failed", "cancelled"):
+                splits = (state.get("counts") or {}).values()
                 out.update(status=state["status"], seconds=round(time.monotonic() - t0, 1),
-                           counts=state.get("counts"), files=len(state.get("files") or []),
-                           error=state.get("error", ""))
+                           images=sum(v.get("images", 0) for v in splits if isinstance(v, dict)),
+                           files=len(state.get("files") or []), error=state.get("error", ""))
                 return
         out["error"] = "not finished after 900 s"
 
@@ -834,7 +835,7 @@ def table(result: dict) -> str:
         lines.append(f"  {name:<22} rows {x['rows']:>7}  distinct {x['distinct']:>7}  lost {x['lost']}  "
                      f"doubled {x['doubled']}  not in client log {x['not_in_client_log']}")
     e = result["export"]
-    exported = sum(v.get("images", 0) for v in (e.get("counts") or {}).values() if isinstance(v, dict))
+    exported = e.get("images")
     lines.append(f"export (asked for {result['export_at']:.0f} s into the load): {e.get('status', e.get('error'))} "
                  f"in {e.get('seconds')} s, {exported} images, {e.get('files')} files")
     lines.append(f"sync: {result['drain']['recorded_by_beat_during_load']} assignments recorded by beat during the "
