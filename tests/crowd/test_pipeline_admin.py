@@ -261,6 +261,23 @@ def test_catch_up_now_moves_on_what_the_answers_allow(staff, fake_mturk, make_pr
     assert PipelineItem.objects.filter(stage=cats, state="done").count() == 2
 
 
+def test_items_the_budget_cannot_cover_show_as_waiting(staff, fake_mturk, make_project, make_images):
+    project = make_project(budget="0.20")
+    make_images(project, 4)
+    Category.objects.create(project=project, coco_id=47, name="cup")
+    (cats,) = pipeline_configure(project=project, preset="classification",
+                                 overrides={"categories": {"max_assignments": 2, "items_per_hit": 1}})
+    engine.pipeline_launch(project_id=project.pk)
+    waiting = PipelineItem.objects.filter(stage=cats, state="waiting").count()
+    active = PipelineItem.objects.filter(stage=cats, state="active").count()
+    assert waiting and active and waiting + active == 4
+    html = staff.get(reverse("admin:crowd_pipeline", args=[project.pk])).content.decode()
+    assert (cell(html, "categories", "waiting"), cell(html, "categories", "in_progress")) == (str(waiting), str(active))
+    row = re.search(r'<tr data-stage="categories">(.*?)</tr>', html, re.S).group(1)
+    assert f'class="seg-waiting" style="width: {100 * waiting / 4:.2f}%' in row
+    assert "no basis yet" in row  # nothing paid, nothing finished: no estimate
+
+
 # --- Workers ------------------------------------------------------------------------------------------
 
 def test_workers_show_answers_reviews_gold_and_agreement_and_sort(staff, running):
@@ -345,6 +362,26 @@ def test_the_review_queue_draws_every_attempt_and_resolves(staff, running):
     again = staff.post(reverse("admin:crowd_pipeline_resolve", args=[first.pk]), {"decision": "reject"}, follow=True)
     assert "no longer waiting for review" in again.content.decode()
     assert Polygon.objects.get(pk=first.polygon_id).status == "accepted"
+
+
+def test_an_item_whose_hit_ended_unanswered_waits_in_the_queue_without_outlines(staff, fake_mturk, make_project,
+                                                                                make_images):
+    project = make_project()
+    make_images(project, 1)
+    (cats,) = pipeline_configure(project=project, preset="classification",
+                                 overrides={"categories": {"max_assignments": 1}})
+    engine.pipeline_launch(project_id=project.pk)
+    HIT.objects.filter(stage=cats).update(status=HIT.Status.EXPIRED)  # as the sync records it
+    engine.pipeline_catch_up(project_id=project.pk)
+    item = PipelineItem.objects.get(stage=cats)
+    assert item.state == "review"
+    html = staff.get(reverse("admin:crowd_pipeline_review", args=[project.pk])).content.decode()
+    card = re.search(rf'<div class="review-card" id="item-{item.pk}">(.*?)</form>', html, re.S).group(1)
+    assert "No answer came before the HIT ended." in card and "<polygon" not in card
+    assert "accepting or rejecting only takes the item out of the queue" in card
+    staff.post(reverse("admin:crowd_pipeline_resolve", args=[item.pk]), {"decision": "reject"})
+    item.refresh_from_db()
+    assert item.state == "reviewed"
 
 
 # --- Who may see it, and escaping ----------------------------------------------------------------------
