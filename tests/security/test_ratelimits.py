@@ -189,3 +189,30 @@ def test_behind_proxies_the_address_is_the_one_the_outermost_proxy_saw(settings)
     assert attempt("203.0.113.67") == 200
     settings.RATELIMIT_PROXY_COUNT = 0  # no proxy: the header is ignored, REMOTE_ADDR counts
     assert [attempt(f"203.0.113.{i}") for i in (97, 98, 99)] == [200, 200, 429]
+
+
+@pytest.mark.services
+@pytest.mark.django_db
+def test_limits_are_shared_through_redis_in_production(redis_server, project, point, settings):
+    """With CACHE_URL on Redis (production), the count lives in Redis, so every web process and
+    machine sees the same one: a second, separate cache connection finds the limit spent."""
+    import redis
+    from django.core.cache import caches
+
+    url = redis_server.url.rsplit("/", 1)[0] + "/3"
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+    settings.RATELIMIT_SUBMIT_WORKER = "2/h"
+    redis.Redis.from_url(url).flushdb()
+    task = task_item_create(kind="segmentation", project=project, point=point)
+    answer_url = task_path(task=task) + "answer"
+
+    def post(assignment):
+        body = {"host": {"assignmentId": assignment, "hitId": "H", "workerId": "W-redis"}, "answer": seg_answer(task)}
+        return Client().post(answer_url, data=json.dumps(body), content_type="application/json").status_code
+
+    assert [post("R1"), post("R2")] == [201, 201]
+    assert redis.Redis.from_url(url).dbsize() >= 1  # the counters are in Redis
+    caches["default"].close()
+    del caches["default"]  # as another process would: a fresh connection, nothing in memory
+    assert post("R3") == 429
+    redis.Redis.from_url(url).flushdb()
