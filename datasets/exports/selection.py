@@ -50,19 +50,18 @@ def shuffled(ids: Sequence[int], sizes: Sequence[int], seed: int) -> tuple[np.nd
     """``ids`` and their ``sizes`` in shard order: by ``shuffle_key``, ties in the order given.
 
     What ``sorted(zip(ids, sizes), key=lambda s: shuffle_key(s[0], seed))`` gives, held in
-    arrays (the 12-byte key as 8 + 4 bytes, about 30 bytes per image in all while sorting)
-    rather than in a Python object or two per image.
+    arrays (the 12-byte key as 8 + 4 bytes, and the order: about 20 bytes per image while
+    sorting) rather than in a Python object or two per image.
     """
     high, low = array("Q"), array("I")
     for image_id in map(int, ids):
         digest = shuffle_key(image_id, seed)
         high.append(int.from_bytes(digest[:8], "big"))
         low.append(int.from_bytes(digest[8:], "big"))
-    high_keys = np.array(high, dtype=np.uint64)
-    low_keys = np.array(low, dtype=np.uint32)
+    # lexsort is stable and sorts by its last key first: by the key's first 8 bytes, then its
+    # last 4, then the order given, as sorting by the 12 bytes does.
+    order = np.lexsort((np.frombuffer(low, dtype=np.uint32), np.frombuffer(high, dtype=np.uint64)))
     del high, low
-    order = np.lexsort((np.arange(len(high_keys)), low_keys, high_keys))  # the last key sorts first
-    del high_keys, low_keys
     return np.asarray(ids, dtype=np.int64)[order], np.asarray(sizes, dtype=np.int64)[order]
 
 

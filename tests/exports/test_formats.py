@@ -205,6 +205,27 @@ def test_shards_respect_the_size_limit_and_the_reader_count():
     assert len(plan_shards(samples[:3], shard_size=10**12, min_shards=16)) == 3
 
 
+def test_the_shard_order_in_arrays_is_the_order_of_sorting_by_shuffle_key():
+    """The exporter keeps its index in arrays; the order and the cuts are those of sorting
+    ``(id, size)`` pairs by ``shuffle_key`` and cutting them with ``plan_shards``."""
+    from array import array
+
+    from datasets.exports.selection import shuffle_key, shuffled
+    from datasets.exports.shards import plan_shard_bounds
+
+    ids = [i * 37 + 5 for i in range(2000)]
+    sizes = [1_000 + (i * 7919) % 90_000 for i in ids]
+    for seed in (0, 42):
+        expected = sorted(zip(ids, sizes), key=lambda s: shuffle_key(s[0], seed))
+        ordered_ids, ordered_sizes = shuffled(array("q", ids), array("q", sizes), seed)
+        assert list(zip(ordered_ids.tolist(), ordered_sizes.tolist())) == expected
+        for shard_size, readers in ((2_000_000, 8), (10**12, 16), (50_000, 1)):
+            bounds = plan_shard_bounds(ordered_sizes, shard_size=shard_size, min_shards=readers)
+            assert [ordered_ids[a:b].tolist() for a, b in bounds] == plan_shards(
+                expected, shard_size=shard_size, min_shards=readers)
+    assert [a.tolist() for a in shuffled(array("q"), array("q"), 0)] == [[], []]
+
+
 def test_shard_files_stay_under_the_shard_size(built, tmp_path):
     export = build_export(built.project, formats=["shards"], min_shards=1, shard_size=16 * 1024)
     shards = [f for f in export.files if f["name"].startswith("shards/")]
