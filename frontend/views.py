@@ -98,7 +98,12 @@ def _bounded_int(text: str) -> int:
     return value
 
 
+MAX_ERROR_CHARS = 500  # refusals may quote what was sent; a huge value is not sent back whole
+
+
 def _error(message: str, status: int = 400) -> JsonResponse:
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
     return JsonResponse({"ok": False, "error": message}, status=status)
 
 

@@ -73,7 +73,7 @@ def tools(project, images, categories, point):
 def assert_refused(response, before):
     assert 400 <= response.status_code < 500, (response.status_code, response.content[:300])
     error = response.json()["error"]
-    assert isinstance(error, str) and len(error) > 10 and "Traceback" not in error
+    assert isinstance(error, str) and 10 < len(error) <= 500 and "Traceback" not in error
     assert stored() == before
 
 
@@ -239,6 +239,13 @@ def test_host_fields_of_the_wrong_type_are_refused(tools, kind, field, value):
     host = {"assignmentId": "A-host", "hitId": "H", "workerId": "W", field: value}
     before = stored()
     assert_refused(tools.post(kind, tools.answer(kind), host=host), before)
+
+
+def test_a_huge_value_is_not_sent_back_whole(tools):
+    before = stored()
+    response = tools.post("segmentation", {**tools.answer("segmentation"), "schema": "x" * 1_000_000})
+    assert_refused(response, before)
+    assert response.json()["error"].startswith("Unknown answer schema 'xxx") and len(response.content) < 1000
 
 
 def test_a_direct_submission_without_a_session_is_refused(tools):
