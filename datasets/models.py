@@ -308,7 +308,7 @@ class Export(models.Model):
     # The building worker's lease: renewed while it works; a running export whose lease ran out
     # lost its worker and is started again (datasets.exports.service.export_recover).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0, help_text="Builds started, counting restarts.")
+    attempts = models.PositiveIntegerField(default=0, db_default=0, help_text="Builds started, counting restarts.")
 
     class Meta:
         ordering = ["project", "-number"]

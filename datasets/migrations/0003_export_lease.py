@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='export',
             name='attempts',
-            field=models.PositiveIntegerField(default=0, help_text='Builds started, counting restarts.'),
+            field=models.PositiveIntegerField(db_default=0, default=0, help_text='Builds started, counting restarts.'),
         ),
         migrations.AddField(
             model_name='export',

@@ -20,7 +20,13 @@ from django.core.files.storage import default_storage
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from datasets.exports.service import export_build, export_create, export_recover, export_storage_name
+from datasets.exports.service import (
+    export_build,
+    export_create,
+    export_recover,
+    export_storage_name,
+    storage_remove_prefix,
+)
 from datasets.models import Export
 from tests.exports.builders import build_project
 
@@ -219,6 +225,7 @@ def test_a_full_disk_under_the_build_folder_fails_the_export_cleanly(small_disk,
     settings.EXPORT_TMP_DIR = small_disk.parent / "roomy"
     again = export_build(export_id=export_create(project=built.project, queue=False, min_shards=1).pk)
     assert again.status == Export.Status.DONE, again.error
+    storage_remove_prefix(again.storage_prefix)  # media outlives the test's rolled-back rows
 
 
 @pytest.mark.django_db
