@@ -2,8 +2,11 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "annotator.settings")
+# The embedded broker writes each message atomically (see annotator/broker.py).
+TRANSPORT_ALIASES["filesystem"] = "annotator.broker:Transport"
 
 app = Celery("annotator")
 app.config_from_object("django.conf:settings", namespace="CELERY")
