@@ -176,7 +176,8 @@ def _open_items(project_id: int) -> int:
 
 
 def simulation_run(sim: Simulation, *, timeout: float = 900.0, progress: Callable[[str], None] | None = None,
-                   seed: int = 1) -> Simulation:
+                   seed: int = 1, alive: Callable[[], None] | None = None) -> Simulation:
+    """Work until every item is decided or ``timeout``; ``alive`` raises if the stack died."""
     started = time.monotonic()
     project = sim.project
     tasks.pipeline_launch.delay(project.pk)
@@ -187,6 +188,8 @@ def simulation_run(sim: Simulation, *, timeout: float = 900.0, progress: Callabl
     idle = 0
     last_report = 0.0
     while time.monotonic() - started < timeout:
+        if alive is not None:
+            alive()
         sim.rounds += 1
         stages = {s.kind: s for s in CrowdStage.objects.filter(project=project) if s.hit_type_id}
         worked = 0

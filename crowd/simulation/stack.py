@@ -55,6 +55,11 @@ class LocalStack:
             cwd=Path(settings.BASE_DIR), env=env, stdout=subprocess.DEVNULL, stderr=sys.stderr)
         return self
 
+    def check(self) -> None:
+        """Raise if the Celery worker process is gone (nothing would move the items on)."""
+        if self.worker is not None and self.worker.poll() is not None:
+            raise RuntimeError(f"the Celery worker stopped (exit code {self.worker.returncode})")
+
     def __exit__(self, *exc) -> None:
         if self.worker and self.worker.poll() is None:
             self.worker.send_signal(signal.SIGTERM)

@@ -67,6 +67,7 @@ class Command(BaseCommand):
                                        crowd=opts["crowd"], adaptive=mode == "adaptive", seed=opts["seed"],
                                        training=not opts["no_training"])
                 simulation_run(sim, timeout=opts["timeout"], seed=opts["seed"],
+                               alive=stack.check if stack is not None else None,
                                progress=lambda line, mode=mode: self.stdout.write(f"{mode}: {line}"))
                 reports[mode] = simulation_report(sim)
         if not reports:
