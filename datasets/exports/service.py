@@ -276,11 +276,10 @@ def storage_remove_prefix(prefix: str) -> int:
             logger.warning("could not delete %s/%s", prefix, name, exc_info=True)
     for folder in folders:
         removed += storage_remove_prefix(f"{prefix}/{folder}")
-    if hasattr(default_storage, "path"):  # a local disk keeps the empty folders
-        try:
-            Path(default_storage.path(prefix)).rmdir()
-        except OSError:
-            pass
+    try:  # a local disk keeps the empty folders; S3 has none
+        Path(default_storage.path(prefix)).rmdir()
+    except (NotImplementedError, OSError):
+        pass
     return removed
 
 

@@ -252,3 +252,34 @@ def test_a_full_media_disk_while_publishing_fails_the_export_cleanly(media_disk,
                                                   min_shards=1).pk)
     assert_failed_cleanly(export, client)
     assert f"[Errno {errno.ENOSPC}]" in export.error  # the kernel's own error, quoted
+
+
+@pytest.mark.django_db
+def test_recovery_deletes_a_dead_builds_files_from_s3_too(moto_s3, settings, monkeypatch):
+    """On S3 the dead build's objects are listed by prefix and deleted, then the export is built."""
+    import boto3
+    from django.core.files.base import ContentFile
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = f"recover-{uuid.uuid4().hex[:8]}"
+    s3 = boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_s3.url, "region_name": "us-east-1",
+                    "file_overwrite": False, "default_acl": None}}}
+    built = build_project(n_images=4)  # its images go to the bucket too
+    export = export_create(project=built.project, queue=False, min_shards=1)
+    dead = f"exports/project-{built.project.pk}/export-{export.number}-deadbuild000"
+    for name in ("coco/train.json", "shards/train-000000.tar", "shards/val-000000.tar"):
+        default_storage.save(f"{dead}/{name}", ContentFile(b"half"))
+    beat = timezone.now()
+    Export.objects.filter(pk=export.pk).update(status="running", storage_prefix=dead, heartbeat_at=beat,
+                                               started_at=beat, attempts=1)
+    assert export_recover(now=beat + timedelta(seconds=settings.EXPORT_LEASE_SECONDS + 1))["restarted"] == 1
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=dead)["KeyCount"] == 0
+    export = export_build(export_id=export.pk)
+    assert export.status == Export.Status.DONE and export.attempts == 2, export.error
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="exports/")["Contents"]}
+    assert keys == {export_storage_name(export=export, name=f["name"]) for f in export.files}
