@@ -146,10 +146,24 @@ def export_create(*, project: Project, user=None, queue: bool = True, **options:
             if attempt == 4:
                 raise
     if queue:
-        from datasets.exports.tasks import export_build_task
-
-        export_build_task.delay_on_commit(export.pk)
+        _queue_build_on_commit(export.pk)
     return export
+
+
+def _queue_build_on_commit(export_id: int) -> None:
+    """Queue the build once the row is committed. With the broker out of reach the export stays
+    pending and the request still succeeds (a 503 would make the client create a second one):
+    beat's ``export_recover`` queues pending exports that waited past the lease."""
+    from datasets.exports.tasks import export_build_task
+
+    def queue() -> None:
+        try:
+            export_build_task.delay(export_id)
+        except Exception:  # noqa: BLE001 - kombu's OperationalError and friends: the broker is down
+            logger.warning("export %s: the broker is out of reach; beat will queue it later", export_id,
+                           exc_info=True)
+
+    transaction.on_commit(queue)
 
 
 def export_cancel(*, export: Export) -> Export:
@@ -380,12 +394,21 @@ def export_recover(*, now=None) -> dict[str, int]:
     """Start again the running exports whose worker stopped renewing its lease (killed, lost
     machine, out of memory): what the half-done build stored is deleted and the export goes back
     to pending and is queued. After ``EXPORT_MAX_ATTEMPTS`` builds it fails with a message
-    instead, so an export that kills its worker every time does not loop forever. Run by beat.
+    instead, so an export that kills its worker every time does not loop forever. Pending
+    exports that waited longer than the lease (their message lost with a broker outage) are
+    queued again, at most once per lease; a second message is harmless, as only one build can
+    claim the row. Run by beat.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=_lease_seconds())
     max_attempts = int(_setting("EXPORT_MAX_ATTEMPTS", 3))
-    done = {"restarted": 0, "failed": 0, "cancelled": 0}
+    done = {"restarted": 0, "failed": 0, "cancelled": 0, "requeued": 0}
+    waiting = Export.objects.filter(status=Export.Status.PENDING, cancel_requested=False, created_at__lt=cutoff).filter(
+        Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=cutoff))
+    for pk, beat in list(waiting.values_list("pk", "heartbeat_at")):
+        if Export.objects.filter(pk=pk, status=Export.Status.PENDING, heartbeat_at=beat).update(heartbeat_at=now):
+            _queue_build_on_commit(pk)
+            done["requeued"] += 1
     stale = Export.objects.filter(status=Export.Status.RUNNING).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     ).values_list("pk", "storage_prefix", "heartbeat_at", "attempts", "cancel_requested")
@@ -402,7 +425,7 @@ def export_recover(*, now=None) -> dict[str, int]:
             )
             key = "failed"
         else:
-            changed = same.update(status=Export.Status.PENDING, storage_prefix="", heartbeat_at=None,
+            changed = same.update(status=Export.Status.PENDING, storage_prefix="", heartbeat_at=now,
                                   started_at=None, progress_done=0)
             key = "restarted"
         if not changed:
@@ -411,10 +434,8 @@ def export_recover(*, now=None) -> dict[str, int]:
             storage_remove_prefix(prefix)
         done[key] += 1
         if key == "restarted":
-            from datasets.exports.tasks import export_build_task
-
             logger.warning("export %s: its worker stopped (no lease renewal since %s); building it again", pk, beat)
-            export_build_task.delay_on_commit(pk)
+            _queue_build_on_commit(pk)
     return done
 
 

@@ -92,7 +92,7 @@ def test_a_worker_killed_mid_export_is_replaced_and_the_export_is_never_half_vis
     assert api_view(client, export) == {"status": "running", "files": [], "manifest": 409}
 
     # Within its lease the export is left alone (the worker might only be slow)...
-    assert export_recover() == {"restarted": 0, "failed": 0, "cancelled": 0}
+    assert export_recover() == {"restarted": 0, "failed": 0, "cancelled": 0, "requeued": 0}
     # ...once the lease has run out, beat's recovery deletes the partial files and queues it again.
     worker2 = celery_worker_factory(env=env, concurrency=1)
     later = export.heartbeat_at + timedelta(seconds=5.5)
@@ -118,6 +118,36 @@ def test_a_worker_killed_mid_export_is_replaced_and_the_export_is_never_half_vis
     export_build(export_id=export.pk)
     export.refresh_from_db()
     assert export.status == Export.Status.DONE and export.attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_asked_for_while_the_broker_is_down_is_queued_by_beat_later(celery_worker_factory, settings):
+    """The API still answers 201 (a 503 would make the client ask again and get two exports);
+    the export waits, pending, until beat's recovery queues it once the broker is back."""
+    from annotator.celery import app
+    from tests.conftest import point_celery_at
+    from tests.services import free_port
+
+    built = build_project(n_images=4)
+    client = APIClient()
+    client.force_login(built.owner)
+    worker = celery_worker_factory(concurrency=1)
+    reachable = app.conf.broker_url
+    point_celery_at(app, f"redis://127.0.0.1:{free_port()}/0", {})  # nothing listens there
+    try:
+        created = client.post(f"/api/v1/projects/{built.project.pk}/exports/", {"formats": ["coco"]}, format="json")
+    finally:
+        point_celery_at(app, reachable, {})
+    assert created.status_code == 201 and created.json()["status"] == "pending", created.content
+    export = Export.objects.get(project=built.project, number=created.json()["number"])
+    assert export_recover()["requeued"] == 0  # it has not waited long yet
+    later = export.created_at + timedelta(seconds=settings.EXPORT_LEASE_SECONDS + 1)
+    assert export_recover(now=later)["requeued"] == 1
+    assert export_recover(now=later)["requeued"] == 0  # once per lease, not once per beat
+    wait_for(lambda: Export.objects.get(pk=export.pk).status == "done", timeout=90, what="the export",
+             worker=worker, every=0.2)
+    assert export_recover(now=later + timedelta(hours=1)) == {"restarted": 0, "failed": 0, "cancelled": 0,
+                                                              "requeued": 0}
 
 
 @pytest.mark.django_db(transaction=True)
