@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -249,6 +249,45 @@ def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) 
     used["others"] = max(0.0, busy - sum(used.values()))
     used["machine busy"] = busy
     return {k: round(v, 2) for k, v in used.items()}
+
+
+class PgActivity:
+    """Samples what PostgreSQL's backends are doing: running, or waiting for a row lock."""
+
+    def __init__(self, port: int) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=annotator", autocommit=True)
+        self.samples: list[tuple[int, int]] = []
+        self.waiting: Counter[str] = Counter()  # the statements seen waiting for a lock
+
+    def sample(self) -> None:
+        row = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 'active'), count(*) FILTER (WHERE wait_event_type = 'Lock') "
+            "FROM pg_stat_activity WHERE datname = 'annotator' AND pid <> pg_backend_pid()").fetchone()
+        self.samples.append((row[0], row[1]))
+        if row[1]:
+            for (query,) in self.conn.execute(
+                    "SELECT right(regexp_replace(query, '\\s+', ' ', 'g'), 110) FROM pg_stat_activity "
+                    "WHERE datname = 'annotator' AND wait_event_type = 'Lock'").fetchall():
+                self.waiting[re.sub(r"\d+", "N", query)] += 1
+
+    def summary(self) -> dict:
+        n = max(1, len(self.samples))
+        return {"samples": len(self.samples),
+                "active_mean": round(sum(a for a, _ in self.samples) / n, 2),
+                "lock_waiting_mean": round(sum(w for _, w in self.samples) / n, 2),
+                "lock_waiting_max": max((w for _, w in self.samples), default=0),
+                "waiting_statements": dict(self.waiting.most_common(5))}
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def sample_every(activity: PgActivity, seconds: float, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        await asyncio.to_thread(activity.sample)
+        await asyncio.sleep(seconds)
 
 
 # --- Setup, in this process through the platform's own services ---------------------------------
@@ -657,7 +696,7 @@ async def export_follow(aiohttp, base: str, project_id: int, token: str, start_a
         out["error"] = "not finished after 900 s"
 
 
-async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot) -> dict:
+async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot, activity: PgActivity) -> dict:
     import aiohttp
 
     check_loopback(base)
@@ -696,10 +735,13 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot
     deadline = rec.started + args.seconds
     exporter = asyncio.create_task(export_follow(aiohttp, base, setup.project_id, setup.api_token,
                                                  rec.started + args.export_at, export))
+    sampler = asyncio.create_task(sample_every(activity, 0.5, deadline))
     await asyncio.gather(*(work_loop(w, base, setup.hit_type_id, deadline, rec, log,
                                      random.Random(rnd.random()), args.think) for w in workers))
     rec.ended = time.monotonic()
     result["load_cpu_cores"] = cpu_used(cpu0, snapshot(), rec.seconds)
+    await sampler
+    result["load_postgres_backends"] = activity.summary()
     await exporter
     for w in workers:
         await w.session.close()
@@ -843,6 +885,9 @@ def table(result: dict) -> str:
     for phase in ("load", "baseline"):
         lines.append(f"CPU cores used during the {phase}: " + ", ".join(
             f"{k} {v:.2f}" for k, v in result[f"{phase}_cpu_cores"].items()))
+    pg = result["load_postgres_backends"]
+    lines.append(f"PostgreSQL backends during the load ({pg['samples']} samples): {pg['active_mean']} active on "
+                 f"average, {pg['lock_waiting_mean']} waiting for a lock (at most {pg['lock_waiting_max']})")
     lines.append("goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in result["verdict"]["goals"].items()))
     if result["load"]["error_examples"]:
         lines.append("first errors: " + " | ".join(result["load"]["error_examples"][:5]))
@@ -867,11 +912,15 @@ def main(argv: list[str] | None = None) -> dict:
         setup = setup_platform(stack, args)
         result["setup_seconds"] = {k: round(v, 1) for k, v in setup.seconds.items()}
         result["setup_seconds"]["total"] = round(time.perf_counter() - t0, 1)
-        run = asyncio.run(client_run(stack.base, setup, args, lambda: cpu_snapshot(stack)))
+        activity = PgActivity(stack.pg.port)
+        try:
+            run = asyncio.run(client_run(stack.base, setup, args, lambda: cpu_snapshot(stack), activity))
+        finally:
+            activity.close()
         result["load_average"]["end_of_load"] = round(os.getloadavg()[0], 1)
         log: ClientLog = run.pop("log")
         result["signup_seconds"] = run["signup_seconds"]
-        for key in ("baseline", "load", "export", "baseline_cpu_cores", "load_cpu_cores"):
+        for key in ("baseline", "load", "export", "baseline_cpu_cores", "load_cpu_cores", "load_postgres_backends"):
             result[key] = run[key]
         result["processes_alive"] = stack.alive()
         result["drain"] = drain(setup, log)

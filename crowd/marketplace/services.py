@@ -45,6 +45,10 @@ class WorkerError(Exception):
     """A worker-site action that cannot be done; the message is shown to the worker."""
 
 
+class HITBusy(WorkerError):
+    """Another accept holds the HIT's row (only with ``skip_locked``)."""
+
+
 # --- Requesters, keys and money ----------------------------------------------------------------
 
 def requester_account_for(*, user) -> RequesterAccount:
@@ -501,14 +505,20 @@ def worker_invite_create(*, account: RequesterAccount, uses: int = 1) -> WorkerI
     return WorkerInvite.objects.create(account=account, uses_left=uses)
 
 
-def assignment_accept(*, worker: WorkerProfile, hit_id: str) -> Assignment:
-    """Give ``worker`` one assignment of the HIT, or raise ``WorkerError`` with the reason."""
+def assignment_accept(*, worker: WorkerProfile, hit_id: str, skip_locked: bool = False) -> Assignment:
+    """Give ``worker`` one assignment of the HIT, or raise ``WorkerError`` with the reason.
+
+    ``skip_locked``: if another accept holds the HIT's row, give up at once (``HITBusy``) instead
+    of waiting for it; ``assignment_accept_next`` then tries the group's next HIT.
+    """
     from crowd.marketplace import selectors  # selectors read; services write
 
     now = clock.now()
     with transaction.atomic():
-        hit = (HIT.objects.select_for_update(of=("self",)).select_related("hit_type", "account")
-               .filter(hit_id=hit_id).first())
+        hit = (HIT.objects.select_for_update(of=("self",), skip_locked=skip_locked)
+               .select_related("hit_type", "account").filter(hit_id=hit_id).first())
+        if hit is None and skip_locked and HIT.objects.filter(hit_id=hit_id).exists():
+            raise HITBusy("Another worker is accepting this HIT right now.")
         if hit is None or not selectors.worker_can_see_account(worker=worker, account_id=hit.account_id):
             raise WorkerError("This HIT does not exist or is not offered to you.")
         if "Accept" not in selectors.worker_actions(worker=worker, hit_type=hit.hit_type):
@@ -546,7 +556,19 @@ def assignment_accept_next(*, worker: WorkerProfile, hit_type_id: str) -> Assign
     """Accept the next HIT of a group that still has a slot for this worker."""
     from crowd.marketplace import selectors
 
-    for hit_id in selectors.group_candidate_hit_ids(worker=worker, hit_type_id=hit_type_id, limit=20):
+    # Workers arriving together all ask for the group's first open HIT: each skips a HIT whose row
+    # another accept holds and takes the next, instead of queueing on one lock. Only when every
+    # candidate was busy does it wait its turn, so a free slot is never reported as none.
+    candidates = selectors.group_candidate_hit_ids(worker=worker, hit_type_id=hit_type_id, limit=20)
+    busy = []
+    for hit_id in candidates:
+        try:
+            return assignment_accept(worker=worker, hit_id=hit_id, skip_locked=True)
+        except HITBusy:
+            busy.append(hit_id)
+        except WorkerError:
+            continue
+    for hit_id in busy:
         try:
             return assignment_accept(worker=worker, hit_id=hit_id)
         except WorkerError:
