@@ -4,8 +4,8 @@ kombu's own ``_put`` creates ``<time>_<uuid>.<queue>.msg`` and then writes into 
 consumer moves any ``*.msg`` it lists away and reads it: a consumer that lists the file between
 the two reads an empty message, fails to decode it and stops the Celery worker ("Unrecoverable
 error: JSONDecodeError"). Under ``make run`` three processes publish at once (web, worker, beat),
-so this happens. Here a message is written under a name the consumers skip, flushed to disk, and
-renamed into place, which is atomic on one file system: a consumer sees a whole message or none.
+so this happens. Here a message is written under a name the consumers skip and renamed into place once
+closed, which is atomic on one file system: a consumer sees a whole message or none.
 
 Registered as the ``filesystem://`` transport in ``annotator.celery``.
 """
@@ -29,8 +29,6 @@ class Channel(filesystem.Channel):
         try:
             with open(partial, "wb") as f:
                 f.write(str_to_bytes(dumps(payload)))
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(partial, final)
         except OSError as exc:
             try:

@@ -35,15 +35,18 @@ def test_concurrent_producers_and_a_consumer_lose_and_corrupt_nothing(tmp_path):
 
     got = []
     done = threading.Event()
+    produced = threading.Event()
 
     def consume() -> None:
         with _conn(tmp_path) as conn:
             q = conn.SimpleQueue("work")
             while len(got) < per_thread * threads:
                 try:
-                    message = q.get(timeout=10)
+                    message = q.get(timeout=2)
                 except q.Empty:
-                    break
+                    if produced.is_set():
+                        break  # everything was written and nothing more comes
+                    continue
                 got.append((message.payload["producer"], message.payload["n"], len(message.payload["pad"])))
                 message.ack()
             q.close()
@@ -56,7 +59,8 @@ def test_concurrent_producers_and_a_consumer_lose_and_corrupt_nothing(tmp_path):
         t.start()
     for t in producers:
         t.join()
-    consumer.join(timeout=120)
+    produced.set()
+    consumer.join(timeout=300)
     assert done.is_set()
     assert sorted(got) == sorted((k, i, len(big)) for k in range(threads) for i in range(per_thread))
 
