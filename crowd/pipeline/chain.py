@@ -52,7 +52,7 @@ COCO = {
 }
 # Adaptive redundancy: the same caps, but an item stops as soon as its decisions are sure.
 ADAPTIVE = {
-    "categories": dict(adaptive=True, aggregation="ds", min_answers=2, confidence=0.95),
+    "categories": dict(adaptive=True, aggregation="ds", min_answers=3, confidence=0.99),
     "spotting": dict(adaptive=True, min_answers=2),
     "verification": dict(adaptive=True, min_answers=3, confidence=0.95),
 }

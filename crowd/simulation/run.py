@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -170,6 +171,28 @@ def _answer(member: Member, sim: Simulation, kind: str, data: dict[str, Any]) ->
     return w.answer_training(items, attempt=1)
 
 
+def _settle(limit: float = 30.0) -> None:
+    """Wait until the Celery queue is empty and no task is running (or ``limit`` seconds)."""
+    from django.conf import settings
+
+    from annotator.celery import app
+
+    deadline = time.monotonic() + limit
+    folder = (settings.CELERY_BROKER_TRANSPORT_OPTIONS or {}).get("data_folder_in")
+    if settings.CELERY_BROKER_URL.startswith("filesystem://") and folder:
+        queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}.msg"
+        while time.monotonic() < deadline:
+            if not any(name.partition(".")[2] == queue for name in os.listdir(folder)):
+                break
+            time.sleep(0.05)
+    while time.monotonic() < deadline:
+        inspect = app.control.inspect(timeout=0.5)
+        busy = [t for tasks_ in (inspect.active() or {}).values() for t in tasks_]
+        busy += [t for tasks_ in (inspect.reserved() or {}).values() for t in tasks_]
+        if not busy:
+            return
+
+
 def _open_items(project_id: int) -> int:
     return PipelineItem.objects.filter(project_id=project_id, state__in=[
         PipelineItem.State.ACTIVE, PipelineItem.State.WAITING]).count()
@@ -184,7 +207,7 @@ def simulation_run(sim: Simulation, *, timeout: float = 900.0, progress: Callabl
     if sim.training:
         tasks.stage_launch.delay(sim.training.pk, items=list(sim.gold))
     rng = np.random.default_rng(seed)
-    order = ["training", "verification", "segmentation", "spotting", "categories"]
+    kinds = ["verification", "segmentation", "spotting", "categories"]
     idle = 0
     last_report = 0.0
     while time.monotonic() - started < timeout:
@@ -196,6 +219,8 @@ def simulation_run(sim: Simulation, *, timeout: float = 900.0, progress: Callabl
         trained_now = False
         for k in rng.permutation(len(sim.crowd)):
             member = sim.crowd[k]
+            # Each worker picks among the groups at random (a crowd spreads over the work).
+            order = ([] if member.trained else ["training"]) + [kinds[j] for j in rng.permutation(len(kinds))]
             for kind in order:
                 stage = stages.get(kind)
                 if stage is None or (kind == "training" and member.trained):
@@ -210,6 +235,11 @@ def simulation_run(sim: Simulation, *, timeout: float = 900.0, progress: Callabl
                 break
         if trained_now:
             tasks.training_grants.delay()
+        if worked:
+            # People take minutes per task; the pipeline reacts in milliseconds. Letting the
+            # Celery worker catch up after each round keeps the simulated crowd from outrunning
+            # it, as a real one would not.
+            _settle()
         if PipelineItem.objects.filter(project=project).exists() and not _open_items(project.pk):
             break
         if worked:
