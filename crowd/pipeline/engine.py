@@ -122,6 +122,9 @@ def items_publish(*, stage_id: int) -> dict[str, int]:
     waiting = list(PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING)
                    .order_by("id").values_list("item", flat=True))
     if not waiting:
+        if HIT.objects.filter(stage=stage, status=HIT.Status.PENDING).exists():
+            # Planned by a run that died before CreateHIT answered: the same token again.
+            return {"planned": 0, "published": services.stage_publish(stage_id=stage.pk).published, "waiting": 0}
         return {"planned": 0, "published": 0, "waiting": 0}
     plan, published = services.stage_launch(stage_id=stage.pk, items=waiting)
     _link(stage)
@@ -429,7 +432,8 @@ def pipeline_catch_up(*, project_id: int | None = None) -> dict[str, int]:
     for stage in stages.order_by("id"):
         r = items_advance(stage_id=stage.pk, force_finished_hits=True)
         out["finished"] += r.finished
-        if PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING).exists():
+        if PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING).exists() or \
+                HIT.objects.filter(stage=stage, status=HIT.Status.PENDING).exists():
             out["published"] += items_publish(stage_id=stage.pk)["published"]
     return out
 
