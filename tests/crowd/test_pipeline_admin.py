@@ -192,7 +192,8 @@ def test_an_adaptive_pipeline_says_so_and_counts_answers_per_item(staff, fake_mt
     images = make_images(project, 2)
     cup = Category.objects.create(project=project, coco_id=47, name="cup")
     (cats,) = pipeline_configure(project=project, preset="classification", adaptive=True,
-                                 overrides={"categories": {"max_assignments": 8, "items_per_hit": 2}})
+                                 overrides={"categories": {"max_assignments": 8, "items_per_hit": 2,
+                                                           "min_answers": 2, "confidence": 0.95}})
     engine.pipeline_launch(project_id=project.pk)
     hit = hits_of(cats)[0]
     for worker in ("w1", "w2"):
