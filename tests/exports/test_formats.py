@@ -205,6 +205,19 @@ def test_shards_respect_the_size_limit_and_the_reader_count():
     assert len(plan_shards(samples[:3], shard_size=10**12, min_shards=16)) == 3
 
 
+def test_sample_json_through_the_prebuilt_encoder_is_the_same_text():
+    import random
+
+    from datasets.exports.shards import _dump, _dumps
+
+    rng = random.Random(5)
+    for _ in range(500):
+        value = {"ü": [round(rng.uniform(-1e4, 1e4), 2) for _ in range(rng.randint(0, 30))],
+                 "a": {"z": None, "b": True, "n": rng.randint(-10**20, 10**20), "s": "é\"\n\u2028"},
+                 "f": rng.choice([0.1, 1e300, -0.0, 5.0, float("inf")]), "l": [[1, 2.5], []]}
+        assert _dumps(value) == _dump(value)
+
+
 def test_the_shard_order_in_arrays_is_the_order_of_sorting_by_shuffle_key():
     """The exporter keeps its index in arrays; the order and the cuts are those of sorting
     ``(id, size)`` pairs by ``shuffle_key`` and cutting them with ``plan_shards``."""
