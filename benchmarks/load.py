@@ -380,12 +380,17 @@ def setup_platform(stack: Stack, args: argparse.Namespace) -> Setup:
         description="Tick every kind of object you see in each photo.", keywords="image,labeling,load",
         reward=Decimal("0.01"), max_assignments=args.assignments, items_per_hit=args.images_per_task,
         lifetime_s=86400, assignment_duration_s=1800, auto_approval_delay_s=86400,
-        min_approval_rate=None, min_approved_hits=None, locales=[])
+        min_approval_rate=None, min_approved_hits=None, locales=[],
+        in_pipeline=True, aggregation="majority")  # answers are aggregated by Celery as they arrive
+    from crowd.pipeline import engine
+
+    engine.items_add(stage=stage, specs=engine.entry_specs(stage))
     t0 = time.perf_counter()
     plan = crowd.stage_plan(stage_id=stage.pk)
     if len(plan.created) != args.hits:
         raise RuntimeError(f"planned {len(plan.created)} HITs of {args.hits}")
     publish_all(plan.created)
+    engine.items_link(stage=stage)
     seconds["publish"] = time.perf_counter() - t0
     stage.refresh_from_db()
     published = HIT.objects.filter(stage=stage, status=HIT.Status.PUBLISHED).count()
@@ -809,6 +814,7 @@ def count(setup: Setup, log: ClientLog) -> dict:
     rewards = list(Payment.objects.filter(project_id=setup.project_id, kind=Payment.Kind.REWARD)
                    .values_list("assignment__provider_assignment_id", flat=True))
     return {
+        "pipeline": pipeline_count(setup),
         "client_tasks_taken": len(log.entries), "client_answers_stored": len(log.answered()),
         "client_submitted": len(client), "client_submitted_distinct": len(client_set),
         "task_answers": compare(answers),
@@ -820,6 +826,36 @@ def count(setup: Setup, log: ClientLog) -> dict:
     }
 
 
+def pipeline_count(setup: Setup) -> dict:
+    """The aggregation that ran under load: after beat's catch-up, every item whose HIT got answers
+    is decided once, on exactly the answers its HIT holds, with one aggregated label per category."""
+    from django.db.models import Count
+
+    from crowd.models import PipelineItem
+    from crowd.pipeline import engine
+    from datasets.models import Category, ImageLabel, Stage
+    from frontend.models import TaskAnswer
+
+    for _ in range(50):  # what beat does after the HITs ended, a batch of items per run
+        if not engine.pipeline_catch_up(project_id=setup.project_id)["finished"]:
+            break
+    n_categories = Category.objects.filter(project_id=setup.project_id).count()
+    items = list(PipelineItem.objects.filter(stage_id=setup.stage_id).select_related("hit"))
+    answers = dict(TaskAnswer.objects.filter(task__project_id=setup.project_id).values_list("task_id")
+                   .annotate(n=Count("id")))
+    labels = dict(ImageLabel.objects.filter(image__project_id=setup.project_id, stage=Stage.AGGREGATE)
+                  .values_list("image_id").annotate(n=Count("id")))
+    decided = [i for i in items if i.state == PipelineItem.State.DONE]
+    answered = [i for i in items if i.hit and answers.get(i.hit.task_ref)]
+    return {
+        "items": len(items), "answered": len(answered), "decided": len(decided),
+        "undecided_with_answers": sum(1 for i in answered if i.state != PipelineItem.State.DONE),
+        "wrong_answer_count": sum(1 for i in decided if i.answers != answers.get(i.hit.task_ref, 0)),
+        "labels_doubled": sum(max(0, labels.get(i.image_id, 0) - n_categories) for i in decided),
+        "labels_missing": sum(1 for i in decided if labels.get(i.image_id, 0) < n_categories),
+    }
+
+
 def verdict(result: dict) -> dict:
     c = result["counts"]
     tables = ("task_answers", "marketplace_submitted", "crowd_assignments", "reward_payments")
@@ -827,7 +863,10 @@ def verdict(result: dict) -> dict:
     doubled = sum(c[t]["doubled"] for t in tables) + (c["client_submitted"] - c["client_submitted_distinct"])
     stray = sum(c[t]["not_in_client_log"] for t in tables)
     errors = result["load"]["errors"] + result["baseline"]["errors"] + (0 if result["export"].get("status") == "done" else 1)
-    counts_ok = errors == 0 and lost == 0 and doubled == 0 and stray == 0 and c["client_submitted"] > 0
+    p = c["pipeline"]
+    aggregated = (p["undecided_with_answers"] == 0 and p["wrong_answer_count"] == 0 and p["labels_doubled"] == 0
+                  and p["labels_missing"] == 0 and p["decided"] == p["answered"] > 0)
+    counts_ok = errors == 0 and lost == 0 and doubled == 0 and stray == 0 and c["client_submitted"] > 0 and aggregated
     eps = result["load"]["endpoints"]
     p99 = {name: eps[name]["p99_ms"] for name in GOAL_ENDPOINTS}
     ratio = result["ratio_to_baseline"]
@@ -835,6 +874,7 @@ def verdict(result: dict) -> dict:
         "errors": errors, "lost": lost, "doubled": doubled, "stray": stray, "counts_ok": counts_ok,
         "goals": {
             "no error": errors == 0, "nothing lost or doubled": lost == 0 and doubled == 0 and stray == 0,
+            "every answered item aggregated once": aggregated,
             f"p99 < {GOAL_P99_MS:.0f} ms for accept, answer, submit": all(v is not None and v < GOAL_P99_MS
                                                                            for v in p99.values()),
             f"throughput >= {GOAL_RATIO} x baseline": ratio is not None and ratio >= GOAL_RATIO,

@@ -97,7 +97,7 @@ def pipeline_launch(*, project_id: int, entry_stage_id: int | None = None) -> di
     return {"stage": entry.pk, "added": added, **published}
 
 
-def _link(stage: CrowdStage) -> int:
+def items_link(*, stage: CrowdStage) -> int:
     """Attach WAITING items to the stage's HITs that carry them (made now or by an earlier run)."""
     waiting = dict(PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING)
                    .values_list("key", "pk"))
@@ -118,7 +118,7 @@ def items_publish(*, stage_id: int) -> dict[str, int]:
     from crowd import services  # the crowd services use the pipeline only through tasks
 
     stage = CrowdStage.objects.select_related("project").get(pk=stage_id)
-    _link(stage)
+    items_link(stage=stage)
     waiting = list(PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING)
                    .order_by("id").values_list("item", flat=True))
     if not waiting:
@@ -127,7 +127,7 @@ def items_publish(*, stage_id: int) -> dict[str, int]:
             return {"planned": 0, "published": services.stage_publish(stage_id=stage.pk).published, "waiting": 0}
         return {"planned": 0, "published": 0, "waiting": 0}
     plan, published = services.stage_launch(stage_id=stage.pk, items=waiting)
-    _link(stage)
+    items_link(stage=stage)
     left = PipelineItem.objects.filter(stage=stage, state=PipelineItem.State.WAITING).count()
     return {"planned": len(plan.created), "published": published.published, "waiting": left}
 

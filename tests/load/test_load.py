@@ -69,3 +69,13 @@ def test_no_submitted_answer_is_lost_or_stored_twice(run):
     assert counts["crowd_unattached"] == 0
     assert run["drain"]["touched_hits_not_disposed"] == 0
     assert run["verdict"]["counts_ok"] is True and run["_exit"] == 0
+
+
+@pytest.mark.services
+def test_the_answers_were_aggregated_as_they_arrived_once_each(run):
+    # The stage is part of the pipeline: Celery aggregated answers during the load, and after the
+    # HITs ended every answered image was decided once, on all its HIT's answers.
+    p = run["counts"]["pipeline"]
+    assert p["answered"] > 0 and p["decided"] == p["answered"], (p, run["_table"])
+    assert (p["undecided_with_answers"], p["wrong_answer_count"], p["labels_doubled"], p["labels_missing"]) == (
+        0, 0, 0, 0), p
