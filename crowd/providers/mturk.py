@@ -128,7 +128,10 @@ def _translate(exc: Exception, operation: str) -> ProviderError:
         ):
             found = _ENTITY_ID.search(message)
             return AlreadyExists(message, code=full, operation=operation, existing_id=found.group(1) if found else "")
-        if full.endswith("DoesNotExist") or "does not exist" in lowered:
+        if full.endswith("DoesNotExist") or "does not exist" in lowered or (
+            full.endswith("InvalidHITState") and "state 'disposed'" in lowered
+        ):
+            # A deleted (disposed) HIT: gone, whichever way the service words it.
             return NotFound(message, code=full, operation=operation)
         if full.endswith("InvalidAssignmentState") or full.endswith("InvalidHITState") or (
             "status of" in lowered

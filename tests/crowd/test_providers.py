@@ -143,3 +143,27 @@ def test_task_url_seam_falls_back_to_our_own_path_without_the_tools(monkeypatch,
     assert ref is None and url.startswith("https://annotator.example.org/tasks/categories/")
     signed = url.rstrip("/").rsplit("/", 1)[-1]
     assert signing.Signer(salt="crowd.task").unsign(signed) == "abc123"
+
+
+def test_a_hit_reported_disposed_counts_as_gone():
+    """Deleting a HIT another sync deleted first: our marketplace says InvalidHITState 'Disposed',
+    MTurk's sandbox HitDoesNotExist; both mean the HIT is gone (the sync then carries on)."""
+    from botocore.exceptions import ClientError
+
+    from crowd.providers.base import InvalidState, NotFound
+    from crowd.providers.mturk import _translate
+
+    def error(code, message):
+        return ClientError({"Error": {"Code": "RequestError", "Message": message}, "TurkErrorCode": code},
+                           "DeleteHIT")
+
+    gone = _translate(error("AWS.MechanicalTurk.InvalidHITState",
+                            "This HIT is currently in the state 'Disposed'. This operation can be called with "
+                            "a status of: Reviewable"), "DeleteHIT")
+    assert isinstance(gone, NotFound)
+    assert isinstance(_translate(error("AWS.MechanicalTurk.HitDoesNotExist", "Hit X does not exist."),
+                                 "DeleteHIT"), NotFound)
+    busy = _translate(error("AWS.MechanicalTurk.InvalidHITState",
+                            "This HIT is currently in the state 'Assignable'. This operation can be called with "
+                            "a status of: Reviewable"), "DeleteHIT")
+    assert isinstance(busy, InvalidState) and not isinstance(busy, NotFound)
