@@ -238,7 +238,10 @@ def assert_failed_cleanly(export: Export, client: APIClient) -> None:
     assert export.error.startswith("The disk is full"), export.error
     assert "No space left on device" in export.error and export.files == []
     assert api_view(client, export) == {"status": "failed", "files": [], "manifest": 409}
-    assert stored_under(f"exports/project-{export.project_id}") == []
+    # Nothing under the build's own folder (the project's folder may hold files of other tests,
+    # whose rolled-back projects had the same id).
+    assert export.storage_prefix.startswith(f"exports/project-{export.project_id}/export-")
+    assert stored_under(export.storage_prefix) == []
 
 
 @pytest.mark.django_db
