@@ -33,10 +33,10 @@ run: setup
 test: setup-dev test-sqlite test-postgres
 
 test-sqlite: setup-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not postgres_only" $(PYTEST_ARGS)
 
 test-postgres: setup-dev
-	$(BIN)/python -m tests.services postgres -- $(BIN)/python -m pytest -m postgres_matrix $(PYTEST_ARGS)
+	$(BIN)/python -m tests.services postgres -- $(BIN)/python -m pytest -m "postgres_matrix or postgres_only" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -15,13 +15,13 @@ from django.db import connection, transaction
 from crowd.marketplace.models import HIT, Assignment
 from tests.marketplace.conftest import hit_kwargs
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_matrix]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres_only]
 
 
 @pytest.fixture
 def market(live_server, settings):
     if connection.vendor != "postgresql":
-        pytest.skip("row locks are PostgreSQL's; make test runs this in its PostgreSQL pass")
+        pytest.fail("row locks are PostgreSQL's: run this with `make test-postgres` (make test does)")
     from tests.marketplace.conftest import market_open
 
     return market_open(live_server, settings)
