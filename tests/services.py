@@ -65,6 +65,20 @@ def _stop(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: flo
         proc.wait(timeout=5)
 
 
+def stop_groups(procs, timeout: float = 20) -> None:
+    """SIGTERM every process group (each started with ``start_new_session``), then SIGKILL the
+    groups still running after ``timeout``."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 class PostgresServer:
     """A throwaway PostgreSQL 15 cluster: trust auth, fsync off, socket in its own folder.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.services import PG_BIN, PostgresServer, RedisServer, ServiceError, _stop, _tail, free_port, wait_for_port
+from tests.services import PG_BIN, PostgresServer, RedisServer, ServiceError, _stop, _tail, free_port, stop_groups, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -110,14 +109,7 @@ class Stack:
         return self.logs[name].read_text(errors="replace") if name in self.logs else ""
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_groups(self.procs.values())
         self.redis.stop()
         self.pg.stop()
 
