@@ -172,6 +172,24 @@ def update_expiration_for_hit(account, p, ctx):
     return {}
 
 
+def create_additional_assignments_for_hit(account, p, ctx):
+    hit = selectors.hit_for_requester(account=account, hit_id=p["HITId"])
+
+    def extend():
+        services.hit_add_assignments(hit=hit, number=p["NumberOfAdditionalAssignments"],
+                                     unique_request_token=p.get("UniqueRequestToken", ""),
+                                     request_id=ctx["request_id"])
+
+    try:
+        extend()
+    except errors.RequestError as exc:
+        if exc.turk_error_code != "AWS.MechanicalTurk.InsufficientFunds":
+            raise
+        services.catch_up(account_id=account.pk)  # as CreateHIT: release expired HITs' money, retry
+        extend()
+    return {}
+
+
 def delete_hit(account, p, ctx):
     services.hit_delete(hit=selectors.hit_for_requester(account=account, hit_id=p["HITId"]))
     return {}
@@ -309,6 +327,7 @@ HANDLERS = {
     "UpdateHITReviewStatus": update_hit_review_status,
     "UpdateExpirationForHIT": update_expiration_for_hit,
     "DeleteHIT": delete_hit,
+    "CreateAdditionalAssignmentsForHIT": create_additional_assignments_for_hit,
     "ListAssignmentsForHIT": list_assignments_for_hit,
     "GetAssignment": get_assignment,
     "ApproveAssignment": approve_assignment,

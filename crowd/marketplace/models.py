@@ -307,3 +307,21 @@ class WorkerNotification(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["worker", "created_at"])]
+
+
+class HITExtension(models.Model):
+    """One CreateAdditionalAssignmentsForHIT call that raised a HIT's MaxAssignments.
+
+    Kept so that a repeated UniqueRequestToken (within 24 hours) does not extend the HIT again.
+    """
+
+    account = models.ForeignKey(RequesterAccount, on_delete=models.CASCADE, related_name="hit_extensions")
+    hit = models.ForeignKey(HIT, on_delete=models.CASCADE, related_name="extensions")
+    added = models.PositiveIntegerField()
+    max_assignments = models.PositiveIntegerField(help_text="The HIT's MaxAssignments after this extension.")
+    unique_request_token = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=36)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "unique_request_token"])]

@@ -23,6 +23,7 @@ from crowd.marketplace.models import (
     HIT,
     Assignment,
     BonusPayment,
+    HITExtension,
     HITType,
     LedgerEntry,
     Qualification,
@@ -231,6 +232,51 @@ def hit_delete(*, hit: HIT) -> None:
         hit.disposed = True
         hit.reviewing = False
         _settle(account, hit, now)
+
+
+def hit_add_assignments(*, hit: HIT, number: int, unique_request_token: str = "", request_id: str) -> HIT:
+    """CreateAdditionalAssignmentsForHIT: raise the HIT's MaxAssignments by ``number``.
+
+    The HIT must be open (not disposed, not expired, not under review); a HIT whose assignments
+    were all done becomes Assignable again. The new slots are held like CreateHIT's. A HIT made
+    with fewer than 10 assignments cannot reach 10 (its commission rate would change). A token
+    used within 24 hours is answered with an error naming the request that used it, and the HIT
+    is not extended twice.
+    """
+    if not isinstance(number, int) or not 1 <= number <= 1_000_000:
+        raise errors.parameter("NumberOfAdditionalAssignments must be between 1 and 1000000.")
+    now = clock.now()
+    with transaction.atomic():
+        account, hit = _lock_hit(hit.account_id, hit.pk)
+        if unique_request_token:
+            earlier = (HITExtension.objects.filter(account=account, unique_request_token=unique_request_token,
+                                                   created_at__gt=now - TOKEN_LIFETIME).first())
+            if earlier is not None:
+                raise errors.RequestError(
+                    f"HIT {earlier.hit.hit_id} was already extended by request {earlier.request_id} with this "
+                    f"UniqueRequestToken (to {earlier.max_assignments} assignments). {errors._stamp()}",
+                    "AWS.MechanicalTurk.ExtensionAlreadyExists")
+        status = hit.status_at(now)
+        if hit.disposed or hit.reviewing or hit.expiration <= now:
+            state = "Expired" if status != HIT.Status.DISPOSED and hit.expiration <= now else status
+            raise errors.RequestError(
+                f"This HIT is currently in the state '{state}'. This operation can be called for a HIT that is "
+                f"Assignable, Unassignable or Reviewable and not expired. {errors._stamp()}",
+                "AWS.MechanicalTurk.InvalidHITState")
+        total = hit.max_assignments + number
+        if hit.max_assignments < 10 <= total:
+            raise errors.RequestError(
+                f"HIT {hit.hit_id} was created with fewer than 10 assignments and cannot be extended to "
+                f"{total}. {errors._stamp()}", "AWS.MechanicalTurk.InvalidMaximumAssignmentsIncrease")
+        if total > 1_000_000:
+            raise errors.parameter("A HIT can have at most 1000000 assignments.")
+        hit.max_assignments = total
+        _recount(hit)
+        _settle(account, hit, now)  # holds the new slots; raises InsufficientFunds (nothing changes)
+        HITExtension.objects.create(account=account, hit=hit, added=number, max_assignments=total,
+                                    unique_request_token=unique_request_token or "", request_id=request_id,
+                                    created_at=now)
+    return hit
 
 
 # --- Review and payment ----------------------------------------------------------------------

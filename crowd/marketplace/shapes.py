@@ -23,6 +23,7 @@ OPERATIONS = frozenset({
     "CreateQualificationType", "GetQualificationType", "AssociateQualificationWithWorker",
     "DisassociateQualificationFromWorker", "ListWorkersWithQualificationType", "CreateWorkerBlock",
     "DeleteWorkerBlock", "ListWorkerBlocks", "NotifyWorkers", "GetAccountBalance",
+    "CreateAdditionalAssignmentsForHIT",
 })
 
 
