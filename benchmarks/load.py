@@ -27,12 +27,15 @@ the local disk and are served by Django, as with ``SERVE_MEDIA``. Then, in order
    ``Assignment`` rows and reward payments. None may be missing, none may be there twice.
 
 The simulated workers are one asyncio process (aiohttp): each worker is one session with its own
-cookies and at most two connections, and the client refuses any address but 127.0.0.1. Workers
-do not pause between steps (no reading or labeling time), so 200 of them press the server as
-many more people would.
+cookies and at most two connections, and the client refuses any address but 127.0.0.1. By
+default each worker spends 10 to 30 s labeling a task (``--think 20``; COCO's category labeling
+took about 20k worker hours for 8 workers on 300k images, about 30 s per image, so a task of two
+images in 20 s presses harder than that crowd did) and the workers arrive at random moments over the first 20 s
+(``--ramp``), so the load starts in its steady state; the latencies of the load are taken there.
+Then (**capacity**, ``--capacity-seconds``, 60 s) the same workers loop without any pause, which
+presses the server as far as it goes: the throughput against the baseline is taken there. With
+``--think 0`` the load itself runs without a pause and gives both.
 
-Prints a table, then one JSON object as the last line. The exit status is 0 when the counts
-hold (no error, nothing lost, nothing stored twice), whatever the timings.
 """
 from __future__ import annotations
 
@@ -78,8 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="HITs to publish (default: 10 per second of load, so the pool outlasts the run)")
     p.add_argument("--assignments", type=int, default=10, help="MaxAssignments per HIT (default 10)")
     p.add_argument("--images-per-task", type=int, default=2, help="images in each labeling task (default 2)")
-    p.add_argument("--think", type=float, default=0.0,
-                   help="seconds a worker spends labeling, between loading a task and answering (default 0)")
+    p.add_argument("--think", type=float, default=20.0,
+                   help="seconds a worker spends labeling, between loading a task and answering, drawn from "
+                        "0.5 to 1.5 times this (default 20; 0: no pause)")
+    p.add_argument("--ramp", type=float, default=None,
+                   help="seconds over which the workers arrive, each at a random moment (default: --think, so "
+                        "the run starts in its steady state; 0: all at once)")
+    p.add_argument("--capacity-seconds", type=float, default=None,
+                   help="after the load, the same workers loop without pause for this long to measure the "
+                        "throughput against the baseline (default 60 with --think, else 0: the load itself)")
     p.add_argument("--sync-seconds", type=float, default=15, help="beat's crowd sync interval (default 15)")
     p.add_argument("--export-at", type=float, default=None,
                    help="seconds into the load when the export is asked for (default: a third of the way)")
@@ -91,9 +101,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--workers and --seconds must be positive")
     if args.baseline_seconds is None:
         args.baseline_seconds = min(30.0, args.seconds)
+    if args.ramp is None:
+        args.ramp = args.think
+    if args.capacity_seconds is None:
+        args.capacity_seconds = 60.0 if args.think else 0.0
+    if args.think < 0 or args.ramp < 0 or args.capacity_seconds < 0:
+        p.error("--think, --ramp and --capacity-seconds cannot be negative")
     if args.hits is None:
         # A worker takes each HIT once: enough for one worker at 12 tasks/s, or all at 120.
-        args.hits = max(20, math.ceil(12 * args.seconds))
+        args.hits = max(20, math.ceil(12 * (args.seconds + args.capacity_seconds)))
     if args.export_at is None:
         args.export_at = args.seconds / 3
     return args
@@ -564,9 +580,15 @@ FRAME = re.compile(rb'<iframe class="task" src="([^"]+)"')
 
 
 async def work_loop(w: SimWorker, base: str, hit_type_id: str, deadline: float, rec: Recorder, log: ClientLog,
-                    rnd: random.Random, think: float = 0.0) -> None:
-    """Take a task, load it and its images, answer, submit; again until the deadline."""
+                    rnd: random.Random, think: float = 0.0, ramp: float = 0.0) -> None:
+    """Take a task, load it and its images, answer, submit; again until the deadline.
+
+    With ``ramp`` the worker first arrives at a random moment within that many seconds; with
+    ``think`` it spends 0.5 to 1.5 times that labeling each task before answering.
+    """
     s = w.session
+    if ramp:
+        await asyncio.sleep(min(rnd.uniform(0, ramp), max(0.0, deadline - time.monotonic())))
     while time.monotonic() < deadline:
         entry: dict = {"worker": w.worker_id}
         step = "accept"
@@ -736,11 +758,23 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot
                                                  rec.started + args.export_at, export))
     sampler = asyncio.create_task(sample_every(activity, 0.5, deadline))
     await asyncio.gather(*(work_loop(w, base, setup.hit_type_id, deadline, rec, log,
-                                     random.Random(rnd.random()), args.think) for w in workers))
+                                     random.Random(rnd.random()), args.think, args.ramp) for w in workers))
     rec.ended = time.monotonic()
     result["load_cpu_cores"] = cpu_used(cpu0, snapshot(), rec.seconds)
     await sampler
     result["load_postgres_backends"] = activity.summary()
+
+    # Capacity: the same workers without a pause, for the throughput against the baseline.
+    if args.capacity_seconds:
+        cap = Recorder()
+        cpu0 = snapshot()
+        cap.started = time.monotonic()
+        deadline = cap.started + args.capacity_seconds
+        await asyncio.gather(*(work_loop(w, base, setup.hit_type_id, deadline, cap, log,
+                                         random.Random(rnd.random())) for w in workers))
+        cap.ended = time.monotonic()
+        result["capacity_cpu_cores"] = cpu_used(cpu0, snapshot(), cap.seconds)
+        result["capacity"] = cap.summary(ENDPOINTS)
     await exporter
     for w in workers:
         await w.session.close()
@@ -856,7 +890,8 @@ def verdict(result: dict) -> dict:
     lost = sum(c[t]["lost"] for t in tables)
     doubled = sum(c[t]["doubled"] for t in tables) + (c["client_submitted"] - c["client_submitted_distinct"])
     stray = sum(c[t]["not_in_client_log"] for t in tables)
-    errors = result["load"]["errors"] + result["baseline"]["errors"] + (0 if result["export"].get("status") == "done" else 1)
+    errors = (result["load"]["errors"] + result["baseline"]["errors"] + result.get("capacity", {}).get("errors", 0)
+              + (0 if result["export"].get("status") == "done" else 1))
     p = c["pipeline"]
     aggregated = (p["undecided_with_answers"] == 0 and p["wrong_answer_count"] == 0 and p["labels_doubled"] == 0
                   and p["labels_missing"] == 0 and p["decided"] == p["answered"] > 0)
@@ -881,7 +916,8 @@ def verdict(result: dict) -> dict:
 def table(result: dict) -> str:
     lines = []
     b = result["baseline"]["endpoints"]["baseline row"]
-    think = f", labeling {result['think_seconds']} s a task" if result["think_seconds"] else ", no pause"
+    think = (f", labeling {result['think_seconds']} s a task (0.5 to 1.5x), arriving over {result['ramp_seconds']} s"
+             if result["think_seconds"] else ", no pause")
     lines.append(f"Load: {result['workers']} workers{think} for {result['seconds']:.0f} s on gunicorn "
                  f"{result['gunicorn']['workers']}x{result['gunicorn']['threads']} (gthread), PostgreSQL, Redis, "
                  f"Celery worker + beat; {result['cpus']} CPUs, load average {result['load_average']['start']} "
@@ -900,9 +936,18 @@ def table(result: dict) -> str:
     lines.append(row("all (load)", {**result["load"], "p50_ms": None, "p95_ms": None, "p99_ms": None,
                                     "max_ms": None}))
     lines.append(row("baseline row", b))
+    cap = result.get("capacity")
+    if cap:
+        lines.append("")
+        lines.append(f"Capacity: the same {result['workers']} workers without a pause for {cap['seconds']:.0f} s")
+        for name, r in cap["endpoints"].items():
+            lines.append(row(name, r))
+        lines.append(row("all (capacity)", {**cap, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}))
     lines.append("")
-    lines.append(f"throughput: load {result['load']['rps']:.1f} req/s = {result['ratio_to_baseline']} x the baseline "
-                 f"({b['rps']:.1f} req/s); {result['tasks_per_second']} tasks/s submitted")
+    flat_out = cap or result["load"]
+    lines.append(f"throughput: {'capacity' if cap else 'load'} {flat_out['rps']:.1f} req/s = "
+                 f"{result['ratio_to_baseline']} x the baseline ({b['rps']:.1f} req/s); "
+                 f"{result['tasks_per_second']} tasks/s submitted during the load")
     c = result["counts"]
     lines.append(f"client log: {c['client_tasks_taken']} tasks taken, {c['client_answers_stored']} answers stored, "
                  f"{c['client_submitted']} submitted")
@@ -916,15 +961,18 @@ def table(result: dict) -> str:
                  f"in {e.get('seconds')} s, {exported} images, {e.get('files')} files")
     lines.append(f"sync: {result['drain']['recorded_by_beat_during_load']} assignments recorded by beat during the "
                  f"load; final sync {result['drain']['final_sync_seconds']} s")
-    for phase in ("load", "baseline"):
+    for phase in ("load", "capacity", "baseline"):
+        if f"{phase}_cpu_cores" not in result:
+            continue
         lines.append(f"CPU cores used during the {phase}: " + ", ".join(
             f"{k} {v:.2f}" for k, v in result[f"{phase}_cpu_cores"].items()))
     pg = result["load_postgres_backends"]
     lines.append(f"PostgreSQL backends during the load ({pg['samples']} samples): {pg['active_mean']} active on "
                  f"average, {pg['lock_waiting_mean']} waiting for a lock (at most {pg['lock_waiting_max']})")
     lines.append("goals: " + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in result["verdict"]["goals"].items()))
-    if result["load"]["error_examples"]:
-        lines.append("first errors: " + " | ".join(result["load"]["error_examples"][:5]))
+    examples = result["load"]["error_examples"] + (cap or {}).get("error_examples", [])
+    if examples:
+        lines.append("first errors: " + " | ".join(examples[:5]))
     return "\n".join(lines)
 
 
@@ -937,7 +985,8 @@ def main(argv: list[str] | None = None) -> dict:
                                  "class": "gthread"},
                     "celery_concurrency": args.celery_concurrency, "hits": args.hits,
                     "max_assignments": args.assignments, "images_per_task": args.images_per_task,
-                    "sync_seconds": args.sync_seconds, "think_seconds": args.think, "export_at": args.export_at,
+                    "sync_seconds": args.sync_seconds, "think_seconds": args.think, "ramp_seconds": args.ramp,
+                    "capacity_seconds": args.capacity_seconds, "export_at": args.export_at,
                     "load_average": {"start": round(os.getloadavg()[0], 1)}}
     try:
         t0 = time.perf_counter()
@@ -954,14 +1003,21 @@ def main(argv: list[str] | None = None) -> dict:
         result["load_average"]["end_of_load"] = round(os.getloadavg()[0], 1)
         log: ClientLog = run.pop("log")
         result["signup_seconds"] = run["signup_seconds"]
-        for key in ("baseline", "load", "export", "baseline_cpu_cores", "load_cpu_cores", "load_postgres_backends"):
-            result[key] = run[key]
+        for key in ("baseline", "load", "export", "baseline_cpu_cores", "load_cpu_cores", "load_postgres_backends",
+                    "capacity", "capacity_cpu_cores"):
+            if key in run:
+                result[key] = run[key]
         result["processes_alive"] = stack.alive()
         result["drain"] = drain(setup, log)
         result["counts"] = count(setup, log)
         base_rps = result["baseline"]["rps"]
-        result["ratio_to_baseline"] = round(result["load"]["rps"] / base_rps, 3) if base_rps else None
-        result["tasks_per_second"] = round(result["counts"]["client_submitted"] / result["load"]["seconds"], 1)
+        flat_out = result.get("capacity", result["load"])  # the throughput is measured without a pause
+        result["ratio_to_baseline"] = round(flat_out["rps"] / base_rps, 3) if base_rps else None
+        result["tasks_per_second"] = round(result["load"]["endpoints"]["submit"]["requests"]
+                                           / result["load"]["seconds"], 1)
+        if "capacity" in result:
+            result["capacity_tasks_per_second"] = round(
+                result["capacity"]["endpoints"]["submit"]["requests"] / result["capacity"]["seconds"], 1)
         result["load_average"]["end"] = round(os.getloadavg()[0], 1)
         result["verdict"] = verdict(result)
         if args.keep:

@@ -25,7 +25,8 @@ def run():
     env = {k: v for k, v in os.environ.items()
            if k not in ("DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE", "SERVE_MEDIA", "DATABASE_URL",
                         "ANNOTATOR_VAR_DIR", "CELERY_BROKER_URL", "CACHE_URL")}
-    done = subprocess.run([sys.executable, "benchmarks/load.py", "--workers", "20", "--seconds", "30"],
+    done = subprocess.run([sys.executable, "benchmarks/load.py", "--workers", "20", "--seconds", "30", "--think", "2",
+                           "--capacity-seconds", "10"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     lines = done.stdout.strip().splitlines()
     assert lines, f"no output (exit {done.returncode}):\n{done.stderr[-4000:]}"
@@ -42,6 +43,11 @@ def run():
 def test_every_request_of_workers_export_and_baseline_is_answered_as_expected(run):
     assert run["load"]["errors"] == 0, run["_table"]
     assert run["baseline"]["errors"] == 0, run["_table"]
+    # The paced load (labeling 1 to 3 s a task, arriving over 2 s) and the capacity phase after it
+    # (the same workers without a pause) both ran, without an error.
+    assert run["think_seconds"] == 2 and run["ramp_seconds"] == 2
+    assert run["capacity"]["errors"] == 0, run["_table"]
+    assert run["capacity"]["endpoints"]["submit"]["requests"] > 0, run["_table"]
     assert run["counts"]["pool_empty_answers"] == 0, "the HIT pool ran out: publish more HITs"
     # Work was done on every step of the flow, by many workers at once.
     endpoints = run["load"]["endpoints"]
