@@ -38,6 +38,7 @@ from crowd.models import (
     Assignment,
     CrowdStage,
     Payment,
+    PipelineItem,
     ProviderCredentials,
     TrainingQualification,
     Worker,
@@ -107,6 +108,21 @@ class Estimate:
     @property
     def remaining(self) -> Decimal:
         return self.budget - self.reserved
+
+
+def hit_first_assignments(stage: CrowdStage) -> int:
+    """How many assignments a new HIT of the stage is published with: the cap, or, for an adaptive
+    pipeline stage, ``min_answers`` (the pipeline adds more only for items still unsure)."""
+    if stage.adaptive and stage.in_pipeline:
+        return max(1, min(stage.min_answers, stage.max_assignments))
+    return stage.max_assignments
+
+
+def hit_assignment_cap(hit: HIT) -> int:
+    """The most assignments the HIT may grow to: its stage's cap, and below 10 if it was made with
+    fewer than 10 (MTurk refuses that increase; the commission rate would change)."""
+    cap = hit.stage.max_assignments
+    return min(cap, 9) if hit.max_assignments < 10 else cap
 
 
 def project_reserved(project_id: int) -> Decimal:
@@ -194,7 +210,9 @@ def hits_plan(*, stage: CrowdStage, items: list[Any] | None = None) -> PlanResul
         pending = _unplanned_items(stage, items)
         size = _per_hit(stage)
         chunks = [pending[i:i + size] for i in range(0, len(pending), size)]
+        # The budget holds the most a HIT can cost (its cap), even when it starts with fewer.
         cost = hit_cost(reward=stage.reward, max_assignments=stage.max_assignments, bonus=stage.bonus)
+        first = hit_first_assignments(stage)
         reserved = project_reserved(project.pk)
         for chunk in chunks:
             if reserved + cost > project.budget_usd:
@@ -205,7 +223,7 @@ def hits_plan(*, stage: CrowdStage, items: list[Any] | None = None) -> PlanResul
             check_task_url(url, allow_http_loopback=settings.CROWD_ALLOW_HTTP_LOOPBACK)
             hit = HIT.objects.create(
                 stage=stage, project=project, unique_request_token=token, items=chunk, item_key=_item_key(chunk),
-                task_url=url, task_ref=ref, max_assignments=stage.max_assignments, reward=stage.reward,
+                task_url=url, task_ref=ref, max_assignments=first, reward=stage.reward,
                 cost_reserved=cost,
             )
             reserved += cost
@@ -364,6 +382,66 @@ def hit_extend(*, hit_id: int, seconds: int, provider: CrowdProvider | None = No
     HIT.objects.filter(pk=hit.pk).update(expires_at=expire_at, status=HIT.Status.PUBLISHED)
     hit.refresh_from_db()
     return hit
+
+
+def _extension_token(hit: HIT, total: int) -> str:
+    # The HIT's own token and the total it grows to: a retried task asks for the same total with
+    # the same token, so the provider extends the HIT once.
+    return f"{hit.unique_request_token[:48]}-more-{total}"
+
+
+def hit_add_assignments(*, hit_id: int, number: int = 1, from_total: int | None = None,
+                        provider: CrowdProvider | None = None) -> HIT:
+    """Let ``number`` more workers take a published HIT (CreateAdditionalAssignmentsForHIT), up to
+    its cap. ``from_total``: the assignment count the caller saw; if another run already grew the
+    HIT past ``from_total + number``, nothing more is asked. Safe to repeat: the token names the
+    new total, and the local count only goes up."""
+    hit = HIT.objects.select_related("stage", "project").get(pk=hit_id)
+    if not hit.provider_hit_id:
+        raise CrowdError("This HIT was never published.")
+    if number < 1:
+        raise CrowdError("Add at least one assignment.")
+    total = (hit.max_assignments if from_total is None else from_total) + number
+    if hit.max_assignments >= total:
+        return hit  # grown by a concurrent or earlier run
+    if total > hit_assignment_cap(hit):
+        raise CrowdError(f"HIT #{hit.pk} cannot grow to {total} assignments (its cap is {hit_assignment_cap(hit)}).")
+    need = hit_cost(reward=hit.reward, max_assignments=total, bonus=hit.stage.bonus)
+    if need > hit.cost_reserved:
+        # Planned with a smaller reservation (the stage's cap was raised since): reserve the rest.
+        with transaction.atomic():
+            project = Project.objects.select_for_update().get(pk=hit.project_id)
+            current = HIT.objects.select_for_update().get(pk=hit.pk).cost_reserved
+            if need > current:
+                if project_reserved(project.pk) + need - current > project.budget_usd:
+                    raise CrowdError(f"Adding {number} assignments to HIT #{hit.pk} would take the project over "
+                                     f"its budget of ${project.budget_usd}.")
+                HIT.objects.filter(pk=hit.pk).update(cost_reserved=need)
+    provider = provider or provider_for(hit.project_id)
+    try:
+        provider.unit_add_assignments(hit.provider_hit_id, number, token=_extension_token(hit, total))
+    except AlreadyExists:
+        pass  # an earlier run of this call extended it; its answer was lost
+    HIT.objects.filter(pk=hit.pk, max_assignments__lt=total).update(max_assignments=total)
+    HIT.objects.filter(pk=hit.pk, status__in=[HIT.Status.REVIEWABLE, HIT.Status.DONE]).update(
+        status=HIT.Status.PUBLISHED)
+    hit.refresh_from_db()
+    return hit
+
+
+def hit_may_grow(hit: HIT) -> bool:
+    """Whether an adaptive pipeline HIT may still get more assignments: it has undecided items,
+    is below its cap and has not expired. Such a HIT is not over when its assignments are done."""
+    stage = hit.stage
+    if not (stage.adaptive and stage.in_pipeline) or not hit.provider_hit_id:
+        return False
+    if hit.status in (HIT.Status.DISPOSED, HIT.Status.CANCELLED, HIT.Status.EXPIRED):
+        return False
+    if hit.expires_at is not None and hit.expires_at <= clock.now():
+        return False
+    if hit.max_assignments >= hit_assignment_cap(hit):
+        return False
+    return PipelineItem.objects.filter(hit=hit, state=PipelineItem.State.ACTIVE).exists()
 
 
 def hit_expire(*, hit_id: int, provider: CrowdProvider | None = None) -> HIT:
@@ -856,7 +934,9 @@ def hit_sync(*, hit_id: int, provider: CrowdProvider | None = None) -> SyncRepor
         decided=Count("id", filter=Q(state__in=[Assignment.State.APPROVED, Assignment.State.REJECTED])))
     expired = hit.expires_at is not None and hit.expires_at <= clock.now()
     values: dict[str, Any] = {"synced_at": clock.now()}
-    if not counts["open"] and not unpaid and (counts["decided"] >= hit.max_assignments or expired):
+    if not expired and counts["decided"] >= hit.max_assignments and hit_may_grow(hit):
+        values["status"] = HIT.Status.REVIEWABLE  # the pipeline may still add assignments: keep it
+    elif not counts["open"] and not unpaid and (counts["decided"] >= hit.max_assignments or expired):
         try:
             provider.unit_delete(hit.provider_hit_id)
         except NotFound:

@@ -277,6 +277,7 @@ class AdvanceReport:
     finished: int = 0
     published: dict[int, int] = field(default_factory=dict)
     hits_stopped: int = 0
+    hits_grown: int = 0
 
 
 def _finish(item: PipelineItem, d: decide.Decision, answers: ItemAnswers, used: dict[str, Any]) -> set[int]:
@@ -370,6 +371,45 @@ def _stop_finished_hits(hit_ids: set[int]) -> int:
     return stopped
 
 
+def _slots_used(hits: Iterable[HIT]) -> dict[int, int]:
+    """How many of each HIT's assignments have answered (rejected or not counted ones too: on
+    MTurk they keep their slot). Answers from outside any HIT (``direct-``) are no slot."""
+    refs = {h.pk: h.task_ref for h in hits}
+    stored = seams.answers_for_tasks(refs.values())
+    return {pk: len({a.assignment_id for a in stored.get(ref, []) if not a.assignment_id.startswith("direct-")})
+            for pk, ref in refs.items()}
+
+
+def _grow_unsure_hits(unsure: dict[int, int]) -> int:
+    """Adaptive redundancy, MTurk's way: a HIT is published with ``min_answers`` assignments; once
+    they have all answered and some of its items are still unsure, it gets as many more as its
+    neediest item lacks (usually 1), up to the stage's cap. ``unsure``: HIT id -> answers wanted.
+
+    A retried or concurrent run asks for the same new total with the same token, so a HIT is
+    extended once; a HIT whose slots are not all answered yet waits for its workers."""
+    from crowd import services
+
+    grown = 0
+    hits = list(HIT.objects.filter(pk__in=unsure, status__in=[HIT.Status.PUBLISHED, HIT.Status.REVIEWABLE,
+                                                             HIT.Status.DONE]).select_related("stage"))
+    hits = [h for h in hits if services.hit_may_grow(h)]
+    used = _slots_used(hits)
+    for hit in hits:
+        if used[hit.pk] < hit.max_assignments:
+            continue  # workers still hold (or may take) its slots
+        number = min(unsure[hit.pk], services.hit_assignment_cap(hit) - hit.max_assignments)
+        try:
+            services.hit_add_assignments(hit_id=hit.pk, number=number, from_total=hit.max_assignments)
+            grown += 1
+        except TransientProviderError:
+            raise  # the task is retried; the token keeps the retry from extending twice
+        except (ProviderError, services.CrowdError) as exc:
+            # Refused for good (no funds, budget): the items are decided when the HIT ends.
+            log.warning("could not add assignments to HIT %s: %s", hit.pk, exc)
+            HIT.objects.filter(pk=hit.pk).update(status_reason=str(exc)[:300])
+    return grown
+
+
 def items_advance(*, stage_id: int | None = None, hit_id: int | None = None, item_ids: list[int] | None = None,
                   force_finished_hits: bool = False, publish: bool = True) -> AdvanceReport:
     """Decide every ACTIVE item selected (by stage, HIT or ids) whose answers allow it."""
@@ -387,6 +427,7 @@ def items_advance(*, stage_id: int | None = None, hit_id: int | None = None, ite
     answers = answers_for(items)
     touched: set[int] = set()
     hits: set[int] = set()
+    unsure: dict[int, int] = {}  # adaptive HITs with undecided items -> answers the neediest lacks
     now = clock.now()
     for item in items:
         report.checked += 1
@@ -407,11 +448,17 @@ def items_advance(*, stage_id: int | None = None, hit_id: int | None = None, ite
             report.finished += 1
             if item.hit_id:
                 hits.add(item.hit_id)
-        elif d.reason and d.reason != item.reason:
-            PipelineItem.objects.filter(pk=item.pk, state=PipelineItem.State.ACTIVE).update(
-                reason=d.reason[:300], confidence=d.confidence)
+        else:
+            if d.reason and d.reason != item.reason:
+                PipelineItem.objects.filter(pk=item.pk, state=PipelineItem.State.ACTIVE).update(
+                    reason=d.reason[:300], confidence=d.confidence)
+            if item.stage.adaptive and hit is not None and not over:
+                lack = max(stage_rule(item.stage).need - len(got.rows), 1)
+                unsure[hit.pk] = max(unsure.get(hit.pk, 0), lack)
     if hits:
         report.hits_stopped = _stop_finished_hits(hits)
+    if unsure:
+        report.hits_grown = _grow_unsure_hits(unsure)
     if publish:
         for sid in sorted(touched):
             report.published[sid] = items_publish(stage_id=sid)["published"]

@@ -133,6 +133,11 @@ class CrowdProvider(abc.ABC):
     @abc.abstractmethod
     def unit_delete(self, unit_id: str) -> None: ...
 
+    @abc.abstractmethod
+    def unit_add_assignments(self, unit_id: str, number: int, *, token: str) -> None:
+        """Let ``number`` more workers take the unit (MTurk: CreateAdditionalAssignmentsForHIT).
+        A token used before raises ``AlreadyExists``: the unit was extended by that earlier call."""
+
     # --- agents ---
     @abc.abstractmethod
     def agents_for_unit(self, unit_id: str) -> Iterator[Agent]:

@@ -241,6 +241,10 @@ class MTurkProvider(CrowdProvider):
     def unit_delete(self, unit_id: str) -> None:
         self._call("DeleteHIT", self.client.delete_hit, HITId=unit_id)
 
+    def unit_add_assignments(self, unit_id: str, number: int, *, token: str) -> None:
+        self._call("CreateAdditionalAssignmentsForHIT", self.client.create_additional_assignments_for_hit,
+                   HITId=unit_id, NumberOfAdditionalAssignments=number, UniqueRequestToken=token)
+
     # --- agents ---
     def agents_for_unit(self, unit_id: str) -> Iterator[Agent]:
         for a in self._pages("ListAssignmentsForHIT", "Assignments", HITId=unit_id,

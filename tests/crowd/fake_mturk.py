@@ -133,6 +133,7 @@ class State:
     assignments: dict[str, Asg] = field(default_factory=dict)
     by_hit: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     hit_tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    extend_tokens: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     bonus_tokens: dict[str, datetime] = field(default_factory=dict)
     bonuses: list[dict] = field(default_factory=list)
     blocks: dict[str, str] = field(default_factory=dict)
@@ -445,6 +446,28 @@ class FakeMTurk:
         hit = self._hit(p["HITId"])
         at = datetime.fromtimestamp(float(p["ExpireAt"]), tz=timezone.utc)
         hit.expiration = max(at, self.now()) if at > self.now() else self.now()
+        return {}
+
+    def op_CreateAdditionalAssignmentsForHIT(self, p: dict) -> dict:
+        hit = self._hit(p["HITId"])
+        n = int(p["NumberOfAdditionalAssignments"])
+        token = p.get("UniqueRequestToken")
+        if token:
+            earlier = self.state.extend_tokens.get(token)
+            if earlier and self.now() - earlier[1] < TOKEN_TTL:
+                raise request_error(f"HIT {earlier[0]} was already extended by an earlier request with the same "
+                                    "UniqueRequestToken.", "ExtensionAlreadyExists")
+        if n < 1:
+            raise request_error("NumberOfAdditionalAssignments must be at least 1.", "ParameterValidationError")
+        if hit.disposed or self.now() >= hit.expiration:
+            raise request_error(f"This HIT is currently in the state '{self._hit_status(hit)}' (expired).",
+                                "InvalidHITState")
+        if hit.max_assignments < 10 <= hit.max_assignments + n:
+            raise request_error("A HIT made with fewer than 10 assignments cannot reach 10.",
+                                "InvalidMaximumAssignmentsIncrease")
+        hit.max_assignments += n
+        if token:
+            self.state.extend_tokens[token] = (hit.id, self.now())
         return {}
 
     def op_DeleteHIT(self, p: dict) -> dict:
