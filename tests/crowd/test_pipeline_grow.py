@@ -126,3 +126,18 @@ def test_the_sync_keeps_a_hit_that_may_still_grow(scene):
     engine.pipeline_catch_up(project_id=project.pk)
     assert PipelineItem.objects.filter(hit=hit, state="active").count() == 2
     assert remote_max(fake, hit) == 3
+
+
+def test_throttling_is_transient_and_the_retry_extends_once(scene):
+    fake, project, images, cup, fork = scene
+    cats, hit = adaptive_categories(project)
+    answer(fake, hit, "w1", marks(hit, [cup.pk]))
+    fake.service.inject(EXTEND, "throttle", 10)  # more than botocore's own attempts
+    with pytest.raises(TransientProviderError):
+        answer(fake, hit, "w2", marks(hit, [fork.pk]))
+    assert remote_max(fake, hit) == 2
+    fake.service.injections.clear()
+    engine.items_advance(hit_id=hit.pk)
+    engine.items_advance(hit_id=hit.pk)
+    hit.refresh_from_db()
+    assert hit.max_assignments == 3 and remote_max(fake, hit) == 3

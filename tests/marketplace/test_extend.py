@@ -94,3 +94,19 @@ def test_expired_and_deleted_hits_cannot_grow(market):
         mturk.create_additional_assignments_for_hit(HITId="3NOSUCHHIT0000000000000000000",
                                                     NumberOfAdditionalAssignments=1)
     assert turk_code(err) == "AWS.MechanicalTurk.HitDoesNotExist"
+
+
+def test_the_crowd_adapter_reads_a_repeated_token_as_done(market):
+    from crowd.providers.base import AlreadyExists, InvalidState
+    from crowd.providers.mturk import MTurkProvider
+
+    mturk = market.requester("req", balance="10").client()
+    provider = MTurkProvider(mturk)
+    hit_id = mturk.create_hit(**hit_kwargs(market, MaxAssignments=1))["HIT"]["HITId"]
+    provider.unit_add_assignments(hit_id, 1, token="t-2")
+    with pytest.raises(AlreadyExists):
+        provider.unit_add_assignments(hit_id, 1, token="t-2")
+    assert provider.unit_get(hit_id).max_assignments == 2
+    mturk.update_expiration_for_hit(HITId=hit_id, ExpireAt=datetime.now(timezone.utc) - timedelta(minutes=1))
+    with pytest.raises(InvalidState):
+        provider.unit_add_assignments(hit_id, 1, token="t-3")
