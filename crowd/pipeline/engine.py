@@ -457,11 +457,17 @@ def items_advance(*, stage_id: int | None = None, hit_id: int | None = None, ite
                 unsure[hit.pk] = max(unsure.get(hit.pk, 0), lack)
     if hits:
         report.hits_stopped = _stop_finished_hits(hits)
+    lost: TransientProviderError | None = None
     if unsure:
-        report.hits_grown = _grow_unsure_hits(unsure)
+        try:
+            report.hits_grown = _grow_unsure_hits(unsure)
+        except TransientProviderError as exc:
+            lost = exc  # raised after publishing: a retried task would not find these successors
     if publish:
         for sid in sorted(touched):
             report.published[sid] = items_publish(stage_id=sid)["published"]
+    if lost is not None:
+        raise lost
     return report
 
 
