@@ -89,3 +89,25 @@ def softmax_rows(log_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         total += e[:, k]
     e /= total[:, None]
     return e, np.log(total) + top
+
+
+def softmax_classes(log_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`softmax_rows` for a class-major ``(K, n)`` array (one row per class), in place.
+
+    ``log_t`` must be a C-ordered float64 array the caller no longer needs: it is overwritten with
+    the softmax over its columns, and returned with the log-sum-exp of each column. Every step is a
+    whole-row operation on contiguous memory, and the arithmetic is the same, in the same order, as
+    in :func:`softmax_rows` on the transpose, so the numbers are identical.
+    """
+    top = log_t[0].copy()
+    for row in log_t[1:]:
+        np.maximum(top, row, out=top)
+    log_t -= top
+    np.exp(log_t, out=log_t)
+    total = log_t[0].copy()
+    for row in log_t[1:]:
+        total += row
+    log_t /= total
+    np.log(total, out=total)
+    total += top
+    return log_t, total

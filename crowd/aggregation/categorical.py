@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._arrays import check_votes, normalise_rows, pick_max, softmax_rows
+from ._arrays import check_votes, normalise_rows, pick_max, softmax_classes, softmax_rows
 
 __all__ = [
     "Aggregation",
@@ -146,31 +146,67 @@ def wawa(items, workers, labels, *, n_items=None, n_workers=None, n_classes=None
 
 
 class _Votes:
-    """The two sums over votes that EM needs, each as one ``np.bincount`` per class (no sorting,
-    no Python loop over votes; in tests this beat a sort + ``np.add.reduceat`` by 4x)."""
+    """The two sums over votes that EM needs, each as one gather and one ``np.bincount``.
+
+    Both sums have the same shape: gather a row of K numbers per vote (``per_pair[pair of vote]``
+    or ``per_item[item of vote]``) into a buffer kept across iterations, then add the rows into
+    their bins with a single ``np.bincount`` over a combined (bin, class) index built once. Each
+    bin adds its votes in vote order, exactly as one ``np.bincount`` per class would, so the sums
+    are the same to the last bit, at under half the cost on adult; there is no sorting and no
+    Python loop over votes.
+    """
 
     def __init__(self, items, workers, labels, n_items, n_workers, n_classes):
+        K = n_classes
         self.items = items
         self.n_items, self.n_workers, self.n_classes = n_items, n_workers, n_classes
         self.n_votes = np.bincount(items, minlength=n_items)
-        self.pair = workers * n_classes + labels  # (worker, label) pair of each vote
+        self.pair = workers * K + labels  # (worker, label) pair of each vote
+        # the bin of the k-th number of each vote's row; filled a class at a time, because a
+        # broadcast against a length-K axis runs NumPy's inner loop K numbers at a time
+        self._item_bins = np.empty((len(items), K), dtype=np.intp)  # k * n_items + item: class-major
+        self._pair_bins = np.empty((len(items), K), dtype=np.intp)  # pair * K + k: pair-major
+        for k in range(K):
+            np.add(items, k * n_items, out=self._item_bins[:, k])
+            np.add(self.pair * K, k, out=self._pair_bins[:, k])
+        self._item_bins = self._item_bins.reshape(-1)
+        self._pair_bins = self._pair_bins.reshape(-1)
+        self._rows = np.empty((len(items), K))  # the gathered rows, reused every iteration
 
     def sum_over_items(self, per_pair: np.ndarray) -> np.ndarray:
-        """``(n_items, K)``: for each item, the sum over its votes of ``per_pair[pair of vote]``."""
-        cols = np.ascontiguousarray(per_pair.T)
-        out = np.empty((self.n_items, cols.shape[0]))
-        for k, col in enumerate(cols):
-            out[:, k] = np.bincount(self.items, weights=col[self.pair], minlength=self.n_items)
-        return out
+        """``(K, n_items)``, class-major: for each item, the sum over its votes of
+        ``per_pair[pair of vote]`` (an ``(n_workers * K, K)`` float64 array)."""
+        # mode="clip": the indices were checked, and the default "raise" copies through a buffer
+        np.take(per_pair, self.pair, axis=0, out=self._rows, mode="clip")
+        flat = np.bincount(self._item_bins, weights=self._rows.reshape(-1), minlength=self.n_classes * self.n_items)
+        return flat.reshape(self.n_classes, self.n_items)
 
     def sum_over_pairs(self, per_item: np.ndarray) -> np.ndarray:
-        """``(n_workers * K, K)``: for each (worker, label) pair, the sum of ``per_item[item of vote]``."""
-        cols = np.ascontiguousarray(per_item.T)
+        """``(n_workers * K, K)``: for each (worker, label) pair, the sum of ``per_item[item of vote]``
+        (an ``(n_items, K)`` float64 array)."""
+        np.take(per_item, self.items, axis=0, out=self._rows, mode="clip")
         size = self.n_workers * self.n_classes
-        out = np.empty((size, cols.shape[0]))
-        for k, col in enumerate(cols):
-            out[:, k] = np.bincount(self.pair, weights=col[self.items], minlength=size)
-        return out
+        flat = np.bincount(self._pair_bins, weights=self._rows.reshape(-1), minlength=size * self.n_classes)
+        return flat.reshape(size, self.n_classes)
+
+
+def _mean_over_items(post_t: np.ndarray, has_votes: np.ndarray | None) -> np.ndarray:
+    """``(K,)`` mean posterior over the items (those with votes, given a mask), from the
+    class-major ``post_t``: a contiguous row sum per class (NumPy's pairwise summation), a tenth of
+    the cost of ``post.mean(axis=0)``, which adds the rows one after the other; the two differ
+    only in round-off."""
+    if has_votes is not None:
+        post_t = post_t[:, has_votes]
+    return post_t.sum(axis=1) / post_t.shape[1]
+
+
+def _normalise_said(counts: np.ndarray) -> None:
+    """Divide ``counts[w, l, k]`` by its sum over ``l``, in place. The sum adds the K slices in
+    order, as ``counts.sum(axis=1)`` does (the same bits), without its length-K inner loop."""
+    total = counts[:, 0, :].copy()
+    for l in range(1, counts.shape[1]):
+        total += counts[:, l, :]
+    counts /= total[:, None, :]
 
 
 def _initial_posteriors(items, labels, n_items, n_classes, init):
@@ -270,20 +306,31 @@ def dawid_skene(
         post = _pin(_gold_weighted_start(items, workers, labels, n_items, n_workers, K, gold), gold)
     else:
         post = _pin(_initial_posteriors(items, labels, n_items, K, init), gold)
+    # The E-step works class-major, on (K, n_items) arrays, so that its softmax runs on whole
+    # contiguous rows; the M-step gathers the posteriors of each vote's item from an
+    # (n_items, K) copy. Same numbers, in the same order, as the textbook (n_items, K) layout.
+    post_t = np.ascontiguousarray(post.T)
+    post = np.ascontiguousarray(post)
+    voted = None if all_voted else has_votes
     history: list[float] = []
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
         # M-step
-        prior = np.maximum((post if all_voted else post[has_votes]).mean(axis=0), 1e-10)
-        counts = g.sum_over_pairs(post).reshape(n_workers, K, K) + pseudo  # [w, l, k]
-        counts = np.maximum(counts, 1e-10)
-        confusion = counts / counts.sum(axis=1, keepdims=True)  # normalise over l for each (w, k)
+        prior = np.maximum(_mean_over_items(post_t, voted), 1e-10)
+        confusion = g.sum_over_pairs(post).reshape(n_workers, K, K)  # [w, l, k], a fresh array
+        confusion += pseudo
+        np.maximum(confusion, 1e-10, out=confusion)
+        _normalise_said(confusion)  # over l for each (w, k)
         # E-step
         log_conf_pairs = np.log(confusion).reshape(n_workers * K, K)  # row (w, l) -> log P(l | k) over k
-        log_joint = np.log(prior) + g.sum_over_items(log_conf_pairs)
-        post, log_norm = softmax_rows(log_joint)
-        post = _pin(post, gold)
+        log_joint_t = g.sum_over_items(log_conf_pairs)  # (K, n_items), a fresh array
+        log_joint_t += np.log(prior)[:, None]
+        post_t, log_norm = softmax_classes(log_joint_t)
+        if gold is not None:  # _pin, class-major
+            post_t[:, gold[0]] = 0.0
+            post_t[gold[1], gold[0]] = 1.0
+        np.copyto(post, post_t.T)
         ll = float((log_norm if all_voted else log_norm[has_votes]).sum()) / n_total
         if history and ll - history[-1] < tol:
             history.append(ll)

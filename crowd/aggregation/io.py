@@ -12,6 +12,7 @@ import csv
 import io as _io
 from dataclasses import dataclass
 from pathlib import Path
+from itertools import repeat
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -79,28 +80,86 @@ def _names_array(names: list[str]) -> np.ndarray:
 def _lookup(names: np.ndarray, queries) -> np.ndarray:
     """Index of each query in ``names`` (``-1`` when absent)."""
     position = {str(n): i for i, n in enumerate(names)}
-    get = position.get
-    return np.array([get(q, -1) for q in queries], dtype=np.int64)
+    return np.fromiter(map(position.get, queries, repeat(-1)), dtype=np.int64, count=len(queries))
 
 
-def _encode_column(values: list[str], names, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Dense codes for ``values`` in sorted name order, through a dict (fast for long strings such
-    as URLs, where sorting a NumPy string array is slow)."""
+def _first_seen(values: list) -> tuple[list, dict, np.ndarray]:
+    """The values as ``str``, ``{value: row of its first appearance}`` and that row for every value.
+
+    ``dict.setdefault`` fed by ``map`` keeps the pass in C: no Python bytecode runs per value,
+    which is where the time goes with 100,000 rows of URLs. Values are compared as ``str``; a
+    column with other values (numbers, say) is turned into strings first.
+    """
+    quick = _first_seen_single_characters(values)
+    if quick is not None:
+        return quick
+    first: dict = {}
+    try:
+        rows = np.fromiter(map(first.setdefault, values, range(len(values))), dtype=np.int64, count=len(values))
+        strings = set(map(type, first)) <= {str}
+    except TypeError:  # an unhashable value
+        strings = False
+    if not strings:
+        values = list(map(str, values))
+        first = {}
+        rows = np.fromiter(map(first.setdefault, values, range(len(values))), dtype=np.int64, count=len(values))
+    return values, first, rows
+
+
+def _first_seen_single_characters(values: list) -> tuple[list, dict, np.ndarray] | None:
+    """:func:`_first_seen` for a column of one-character ASCII strings (labels such as ``0``/``1``
+    or ``G``/``P``/``R``/``X``), as bytes in NumPy; ``None`` for any other column.
+
+    Joined with newlines, such a column is a newline at every odd position and none at the even
+    ones, and then the even bytes are the values, in order.
+    """
+    n = len(values)
+    try:
+        joined = "\n".join(values)
+    except TypeError:  # not all strings
+        return None
+    if len(joined) != 2 * n - 1 or not joined.isascii():
+        return None
+    raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    chars = raw[::2]
+    if not (raw[1::2] == 10).all() or (chars == 10).any():
+        return None
+    present = np.flatnonzero(np.bincount(chars, minlength=128))
+    first_rows = np.array([np.argmax(chars == c) for c in present], dtype=np.int64)
+    order = np.argsort(first_rows)
+    first = {chr(present[j]): int(first_rows[j]) for j in order}
+    row_of_char = np.zeros(128, dtype=np.int64)
+    row_of_char[present] = first_rows
+    return values, first, row_of_char[chars]
+
+
+def _encode_column(values: list, names, what: str, seen_rows=None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense codes for ``values`` in sorted name order (or in the order of ``names``).
+
+    Each distinct value is looked up once: its code is its index among the names, spread back to
+    its rows through the row of its first appearance (``seen_rows``: :func:`_first_seen`'s answer,
+    if already at hand).
+    """
+    values, first, rows = seen_rows or _first_seen(values)
+    seen = list(first)
     if names is None:
-        ordered = _name_order(list(dict.fromkeys(values)))  # dict.fromkeys: unique names at C speed
-        position = {n: i for i, n in enumerate(ordered)}
-        codes = np.fromiter(map(position.__getitem__, values), dtype=np.int64, count=len(values))
-        return codes, _names_array(ordered)
-    names = _names_array([str(n) for n in names])
-    if len(set(names.tolist())) != len(names):
-        raise ValueError(f"the {what} names given are not unique")
-    codes = _lookup(names, values)
-    if (codes < 0).any():
-        unknown = sorted({values[i] for i in np.flatnonzero(codes < 0)})
-        shown = ", ".join(repr(u) for u in unknown[:5])
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise ValueError(f"unknown {what}: {shown}{more} (allowed: {', '.join(map(str, names[:10]))})")
-    return codes, names
+        ordered = _name_order(seen)
+        position = dict(zip(ordered, range(len(ordered))))
+        index_of_seen = np.fromiter(map(position.__getitem__, seen), dtype=np.int64, count=len(seen))
+        names = _names_array(ordered)
+    else:
+        names = _names_array([str(n) for n in names])
+        if len(set(names.tolist())) != len(names):
+            raise ValueError(f"the {what} names given are not unique")
+        index_of_seen = _lookup(names, seen)
+        if (index_of_seen < 0).any():
+            unknown = sorted(seen[i] for i in np.flatnonzero(index_of_seen < 0))
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise ValueError(f"unknown {what}: {shown}{more} (allowed: {', '.join(map(str, names[:10]))})")
+    code_at = np.empty(len(values), dtype=np.int64)  # filled only at the rows of first appearance
+    code_at[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = index_of_seen
+    return code_at[rows], names
 
 
 def encode(
@@ -115,24 +174,29 @@ def encode(
     ``classes`` fixes the label set and its order; a label outside it is an error. Without it
     the classes are the labels seen, sorted (numerically if all are integers).
     """
-    t, w, lab = (_as_str_list(x) for x in (tasks, workers, labels))
+    t, w, lab = (_as_list(x) for x in (tasks, workers, labels))
     if not (len(t) == len(w) == len(lab)):
         raise ValueError(f"tasks, workers and labels differ in length: {len(t)}, {len(w)}, {len(lab)}")
     if len(t) == 0:
         raise ValueError("no votes: at least one task,worker,label row is needed")
-    empty = lab.count("")
-    if empty:
-        raise ValueError(f"{empty} vote(s) have an empty label")
+    label_rows = _first_seen(lab)
+    _, first, rows = label_rows
+    if "" in first:
+        raise ValueError(f"{int(np.count_nonzero(rows == first['']))} vote(s) have an empty label")
+    labels_i, label_names = _encode_column(lab, classes, "label", label_rows)
     items, item_names = _encode_column(t, None, "task")
     workers_i, worker_names = _encode_column(w, None, "worker")
-    labels_i, label_names = _encode_column(lab, classes, "label")
     return Votes(items, workers_i, labels_i, item_names, worker_names, label_names)
 
 
-def _as_str_list(values) -> list[str]:
+def _as_list(values) -> list:
+    """The values as a list, without copying a list (names are made ``str`` per column, see
+    :func:`_encode_column`)."""
+    if isinstance(values, list):
+        return values
     if isinstance(values, np.ndarray):
-        values = values.tolist()
-    return list(map(str, values))  # str() of a str is the same object: a C-speed pass
+        return values.tolist()
+    return list(values)
 
 
 def _open_text(source: str | Path | _io.TextIOBase):
