@@ -152,15 +152,21 @@ class Selection:
             cats = list(self.category_pks)
             polygons = Polygon._meta.db_table
             self._compiled = {
+                # No ordering: ``Image``'s default one joins the project for nothing, rows are
+                # keyed by id.
                 "images": _ChunkQuery(
-                    Image.objects.all(), f"{Image._meta.db_table}.id", ImageRow.FIELDS,
+                    Image.objects.order_by(), f"{Image._meta.db_table}.id", ImageRow.FIELDS,
                 ),
+                # The status is read and checked in ``records``, not asked of the database: with
+                # ``status = 'accepted'`` in the query, SQLite searches the status index and
+                # reads every accepted polygon of the project for each chunk of 256 images (an
+                # export grew with the square of the project), where the (image, category) index
+                # finds the chunk's polygons alone.
                 "polygons": _ChunkQuery(
-                    Polygon.objects.filter(status=Polygon.Status.ACCEPTED, category_id__in=cats)
-                    .filter(self._confident()).order_by("image_id", "id"),
+                    Polygon.objects.filter(category_id__in=cats).filter(self._confident()).order_by("image_id", "id"),
                     f"{polygons}.image_id",
                     ("id", "image_id", "category_id", "parts", "area", "bbox", "is_crowd", "confidence",
-                     "point__x", "point__y"),
+                     "point__x", "point__y", "status"),
                 ),
                 "labels": _ChunkQuery(
                     ImageLabel.objects.filter(stage=Stage.AGGREGATE, present=True, category_id__in=cats)
@@ -177,20 +183,26 @@ class Selection:
             }
         return self._compiled
 
-    def records(self, image_ids: list[int]) -> dict[int, dict[str, Any]]:
+    def records(self, image_ids: list[int], *, instances_json: bool = False) -> dict[int, dict[str, Any]]:
         """Everything an export writes about these images, keyed by image id.
 
         Plain rows from queries compiled once (see ``_ChunkQuery``), not model instances:
         building models, or even having the ORM build the same SQL for every chunk, costs
-        more than the rest of an export.
+        more than the rest of an export. With ``instances_json`` (the shards), each record has
+        ``instances_json``, its instances as the sample JSON's text (``instance_json``), in
+        place of ``instances``.
         """
         queries = self._queries()
         out: dict[int, dict[str, Any]] = {}
         for row in queries["images"].rows(image_ids):
             img = ImageRow(*row)
-            out[img.pk] = {"image": img, "instances": [], "labels": [], "points": []}
+            out[img.pk] = {"image": img, "instances_json" if instances_json else "instances": [], "labels": [],
+                           "points": []}
         cats = {pk: c.coco_id for pk, c in self.category_pks.items()}
+        accepted = Polygon.Status.ACCEPTED.value
         for row in queries["polygons"].rows(image_ids):
+            if row[10] != accepted:
+                continue
             entry = out[row[1]]
             img = entry["image"]
             parts, bbox = row[3], row[5]
@@ -198,8 +210,11 @@ class Selection:
                 parts = _json_loads(parts)
             if isinstance(bbox, str):
                 bbox = _json_loads(bbox)
-            entry["instances"].append(instance_of((*row[:3], parts, row[4], bbox, *row[6:]), cats[row[2]],
-                                                  img.width, img.height))
+            row = (*row[:3], parts, row[4], bbox, *row[6:10])
+            if instances_json:
+                entry["instances_json"].append(instance_json(row, cats[row[2]], img.width, img.height))
+            else:
+                entry["instances"].append(instance_of(row, cats[row[2]], img.width, img.height))
         for image_id, cat, conf in queries["labels"].rows(image_ids):
             entry = out[image_id]["labels"]
             coco = cats[cat]
@@ -209,17 +224,18 @@ class Selection:
             out[image_id]["points"].append({"category_id": cats[cat], "x": _r(x), "y": _r(y), "iscrowd": int(crowd)})
         return out
 
-    def ordered_records(self, image_ids: Iterable[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def ordered_records(self, image_ids: Iterable[int], *,
+                        instances_json: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
         """``(id, record)`` in the order given, fetched ``CHUNK`` images at a time."""
         batch: list[int] = []
         for pk in image_ids:
             batch.append(pk)
             if len(batch) == CHUNK:
-                records = self.records(batch)
+                records = self.records(batch, instances_json=instances_json)
                 yield from ((i, records[i]) for i in batch)
                 batch = []
         if batch:
-            records = self.records(batch)
+            records = self.records(batch, instances_json=instances_json)
             yield from ((i, records[i]) for i in batch)
 
 
@@ -318,6 +334,67 @@ def instance_of(row: tuple, category_id: int, width: int, height: int) -> dict[s
         "points": points,
         "confidence": confidence,
     }
+
+
+_two_places = "%.2f".__mod__
+
+
+def coordinates_json(values: Sequence[float]) -> str | None:
+    """``[round(float(v), 2) for v in values]`` as the sample JSON writes it (``float.__repr__``
+    of each), built by C-level calls rather than one ``round`` and one ``repr`` per coordinate.
+
+    ``"%.2f"`` rounds as ``round(v, 2)`` does (both round the exact binary value to two places,
+    halves to even), and for ``|v| < 1e9`` the shortest text that reads back as that float,
+    which ``repr`` writes, is those two places without a trailing zero ("10.00" -> "10.0",
+    "60.50" -> "60.5"); each number's last ``0,`` loses its zero. None when a value is out of
+    that range or not a number: the caller then takes the plain way.
+    """
+    if not values:
+        return "[]"
+    try:
+        if not (-1e9 < min(values) and max(values) < 1e9):
+            return None
+        text = ",".join(map(_two_places, values)) + ","
+    except TypeError:
+        return None
+    if "n" in text:  # nan, inf: min and max may not see them
+        return None
+    return "[" + text.replace("0,", ",")[:-1] + "]"
+
+
+def instance_json(row: tuple, category_id: int, width: int, height: int) -> str:
+    """``instance_of`` as the sample JSON's text (sorted keys, no spaces): the same bytes as
+    encoding its dict, without building the dict and a float per coordinate. All the numbers
+    of a polygon (area, bbox, point, parts) are written by one ``coordinates_json`` and cut
+    back into their fields. Crowd regions and anything unusual go through ``instance_of``
+    and the encoder."""
+    pk, _, _, parts, area, bbox, is_crowd, confidence, px, py = row
+    if (not is_crowd and type(pk) is int and type(category_id) is int and type(parts) is list and parts
+            and type(bbox) is list and len(bbox) == 4 and all(type(part) is list for part in parts)):
+        if confidence is None:
+            conf = "null"
+        elif type(confidence) is float and -1e300 < confidence < 1e300:
+            conf = float.__repr__(confidence)
+        else:
+            conf = None
+        numbers = [area, *bbox] if px is None else [area, *bbox, px, py]
+        for part in parts:
+            numbers += part
+        text = coordinates_json(numbers)
+        if text is not None and conf is not None:
+            values = text[1:-1].split(",")
+            at = 5 if px is None else 7
+            segmentation = []
+            for part in parts:
+                segmentation.append(",".join(values[at:at + len(part)]))
+                at += len(part)
+            point = "[]" if px is None else f"[[{values[5]},{values[6]}]]"
+            return (f'{{"area":{values[0]},"bbox":[{",".join(values[1:5])}],"category_id":{category_id},'
+                    f'"confidence":{conf},"id":{pk},"iscrowd":0,"points":{point},'
+                    f'"segmentation":[[{"],[".join(segmentation)}]]}}')
+    from datasets.exports.shards import encode_json  # the same encoder as the rest of the sample
+
+    return encode_json(instance_of(row, category_id, width, height))
 
 
 def image_entry(img: Image, key: str, ext: str, license_ids: dict[str, int]) -> dict[str, Any]:

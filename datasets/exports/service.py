@@ -39,7 +39,7 @@ from datasets.exports.selection import (
     shuffled,
 )
 from datasets.exports.shards import ShardFile, plan_shard_bounds
-from datasets.exports.streams import open_stream
+from datasets.exports.streams import local_paths, open_stream
 from datasets.exports.tarwriter import TarWriter
 from datasets.models import Export, Project
 
@@ -561,14 +561,20 @@ def _write_shards(export, selection, workdir, publisher, progress, split, ids, s
     plan = plan_shard_bounds(ordered_sizes, shard_size=export.shard_size, min_shards=export.min_shards)
     del ordered_sizes
     entries = []
+    local = local_paths()  # image files read straight from the disk when the storage is local
     for number, (start, end) in enumerate(plan):
         name = f"shards/{split}-{number:06d}.tar"
         path = workdir / f"{split}-{number:06d}.tar"
         with open(path, "wb") as f:
             shard = ShardFile(name=name, writer=TarWriter(f))
-            for _, record in selection.ordered_records(map(int, ordered_ids[start:end])):
-                with _open_image(record) as src:
-                    shard.add(key=sample_key(record["image"].pk), ext=image_extension(record["image"]), record=record, image=src)
+            for _, record in selection.ordered_records(map(int, ordered_ids[start:end]), instances_json=True):
+                image = record["image"]
+                if local is not None:
+                    shard.add_file(key=sample_key(image.pk), ext=image_extension(image), record=record,
+                                   path=local(image.file.name))
+                else:
+                    with _open_image(record) as src:
+                        shard.add(key=sample_key(image.pk), ext=image_extension(image), record=record, image=src)
                 progress.step()
             shard.writer.close()
         publisher.publish(name, path, sha256=shard.writer.sha256.hexdigest())

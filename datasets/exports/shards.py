@@ -31,6 +31,9 @@ def _dumps(obj: dict[str, Any]) -> str:
     return "".join(_iterencode(obj, 0))
 
 
+encode_json = _dumps
+
+
 def sample_bytes(file_size: int) -> int:
     return BLOCK + -(-file_size // BLOCK) * BLOCK + BLOCK + JSON_ESTIMATE
 
@@ -61,25 +64,59 @@ def plan_shard_bounds(sizes: Sequence[int], *, shard_size: int, min_shards: int)
     return bounds
 
 
+_string = json.encoder.encode_basestring  # a JSON string, UTF-8 kept (C, as the encoder's own)
+
+
 def sample_json(record: dict[str, Any], key: str, ext: str) -> bytes:
+    """The sample's ``<key>.json``: one object, keys sorted, no spaces, UTF-8.
+
+    Written from a template of its sorted keys, the instances spliced in as text when the
+    record has ``instances_json`` (``Selection.records(..., instances_json=True)``); the same
+    bytes as encoding the whole object (``sample_json_encoded``, the plain way, which any
+    value of an unexpected type takes).
+    """
     img = record["image"]
-    return _dumps(
-        {
-            "image_id": img.pk,
-            "key": key,
-            "file_name": f"{key}.{ext}",
-            "width": img.width,
-            "height": img.height,
-            "size": [img.height, img.width],
-            "exif_orientation": img.exif_orientation,
-            "sha256": img.sha256,
-            "license": img.license,
-            "attribution": img.attribution,
-            "labels": [category_id for category_id, _ in record["labels"]],
-            "instances": record["instances"],
-            "points": record["points"],
-        }
+    instances = record.get("instances_json")
+    labels = [category_id for category_id, _ in record["labels"]]
+    if (instances is None or type(img.pk) is not int or type(img.width) is not int or type(img.height) is not int
+            or type(img.exif_orientation) is not int or type(img.attribution) is not str
+            or type(img.license) is not str or type(img.sha256) is not str
+            or any(type(c) is not int for c in labels)):
+        return sample_json_encoded(record, key, ext)
+    points = record["points"]
+    return (
+        f'{{"attribution":{_string(img.attribution)},"exif_orientation":{img.exif_orientation},'
+        f'"file_name":{_string(f"{key}.{ext}")},"height":{img.height},"image_id":{img.pk},'
+        f'"instances":[{",".join(instances)}],"key":{_string(key)},"labels":[{",".join(map(str, labels))}],'
+        f'"license":{_string(img.license)},"points":{_dumps(points) if points else "[]"},'
+        f'"sha256":{_string(img.sha256)},"size":[{img.height},{img.width}],"width":{img.width}}}'
     ).encode()
+
+
+def sample_json_encoded(record: dict[str, Any], key: str, ext: str) -> bytes:
+    """``sample_json`` through the JSON encoder, from the record's instance dicts (or their text)."""
+    img = record["image"]
+    instances = record.get("instances_json")
+    obj = {
+        "image_id": img.pk,
+        "key": key,
+        "file_name": f"{key}.{ext}",
+        "width": img.width,
+        "height": img.height,
+        "size": [img.height, img.width],
+        "exif_orientation": img.exif_orientation,
+        "sha256": img.sha256,
+        "license": img.license,
+        "attribution": img.attribution,
+        "labels": [category_id for category_id, _ in record["labels"]],
+        "instances": [] if instances is not None else record["instances"],
+        "points": record["points"],
+    }
+    text = _dumps(obj)
+    if instances:
+        head, tail = text.split(',"instances":[],', 1)  # keys sorted: "instances" comes once, here
+        text = f'{head},"instances":[{",".join(instances)}],{tail}'
+    return text.encode()
 
 
 @dataclass
@@ -95,6 +132,15 @@ class ShardFile:
         img = record["image"]
         self.writer.add_stream(f"{key}.{ext}", image, img.file_size)
         self.writer.add_bytes(f"{key}.json", sample_json(record, key, ext))
+        if not self.samples:
+            self.first_key = key
+        self.last_key = key
+        self.samples += 1
+
+    def add_file(self, *, key: str, ext: str, record: dict[str, Any], path: str) -> None:
+        """:meth:`add` with the image read from a local file (``TarWriter.add_file_and_bytes``)."""
+        self.writer.add_file_and_bytes(f"{key}.{ext}", path, record["image"].file_size, f"{key}.json",
+                                       sample_json(record, key, ext))
         if not self.samples:
             self.first_key = key
         self.last_key = key

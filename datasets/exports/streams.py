@@ -6,9 +6,10 @@ the streaming body.
 """
 from __future__ import annotations
 
-from typing import BinaryIO
+import os
+from typing import BinaryIO, Callable
 
-from django.core.files.storage import default_storage
+from django.core.files.storage import FileSystemStorage, default_storage, storages
 
 
 class _Body:
@@ -52,3 +53,24 @@ def open_stream(name: str, start: int = 0, length: int | None = None) -> BinaryI
     f = storage.open(name, "rb")
     f.seek(start)
     return f
+
+
+def local_paths() -> Callable[[str], str] | None:
+    """``name -> path`` on the local disk when the default storage is a plain
+    ``FileSystemStorage`` (None otherwise: S3 and other storages go through ``open_stream``).
+
+    What ``storage.path(name)`` gives, without its per-name ``safe_join`` and ``abspath``
+    (a tenth of the cost of reading a 30 KB image): a name that is absolute or has a ``..``
+    in it still goes through ``storage.path``, which refuses one outside the storage.
+    """
+    storage = storages["default"]  # what ``default_storage`` stands for
+    if type(storage) is not FileSystemStorage:
+        return None
+    root = os.path.join(os.path.abspath(storage.location), "")
+
+    def path(name: str) -> str:
+        if name.startswith(("/", "\\")) or ".." in name or "\\" in name:
+            return storage.path(name)
+        return root + name
+
+    return path

@@ -1,0 +1,148 @@
+"""The shard writer's quick ways give the bytes of its plain ones: instances and sample JSON
+written as text against the JSON encoder, image files read by path against streams, and whole
+exports through either."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+
+import pytest
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import default_storage
+
+from datasets.exports.selection import Selection, coordinates_json, instance_json, instance_of, sample_key
+from datasets.exports.shards import _dump, encode_json, sample_json, sample_json_encoded
+from datasets.exports.streams import local_paths
+from datasets.exports.tarwriter import TarWriter
+from tests.exports.conftest import build_export
+
+
+def _rounded_text(values) -> str:
+    return _dump([round(float(v), 2) for v in values])
+
+
+def test_coordinates_are_written_as_rounding_and_encoding_them_writes_them():
+    rng = random.Random(11)
+    tricky = [0, 1, 10, -0.0, 0.001, -0.001, 0.005, 0.015, 0.125, 1.005, 2.675, 0.29, 59.995, 60.5, 100.0, 1e-9,
+              999_999_999.99, -999_999_999.994, 123456.785, True, 7.000000001]
+    assert coordinates_json(tricky) == _rounded_text(tricky)
+    for _ in range(3000):
+        scale = rng.choice([1, 10, 1000, 1e5, 1e8])
+        values = [rng.choice([rng.uniform(-scale, scale), round(rng.uniform(0, scale), rng.randint(0, 4)),
+                              rng.randint(0, 5000), rng.randint(0, 99_999) / 1000 + 0.0005])
+                  for _ in range(rng.randint(1, 40))]
+        assert coordinates_json(values) == _rounded_text(values), values
+    assert coordinates_json([]) == "[]"
+    # Out of the range where the short way is exact, or not numbers: the caller takes the plain way.
+    for values in ([1e9], [-2e12, 1.0], [float("nan")], [1.0, float("inf")], [float("-inf")], ["1.0"], [None]):
+        assert coordinates_json(values) is None
+
+
+def test_instances_as_text_are_the_encoded_instances():
+    rows = [
+        (9, 1, 5, [[2, 2, 32.123456, 3, 21.333333, 24.5]], 250.9999, [2, 2, 30.123456, 22.5], False, 0.95, 32.0, 24.0),
+        (10, 1, 5, [[1, 2, 3, 4, 5, 6], [7.005, 8, 9, 10, 11, 12.5]], 12.345, [1, 2, 10, 10.5], 0, None, None, None),
+        (11, 1, 5, [[0.001, 0, 5, 0, 5, 5]], 0, [0, 0, 5, 5], False, 1, None, None),  # an int confidence
+        (12, 1, 5, [[10, 10, 30, 10, 30, 30, 10, 30]], 400.0, [10, 10, 20, 20], True, 0.5, 15.0, 15.0),  # crowd
+        (13, 1, 5, [[1e12, 0, 5, 0, 5, 5]], 1.0, [0, 0, 5, 5], False, None, None, None),  # out of range
+        (14, 1, 5, [], 0.0, [0, 0, 0, 0], False, float("nan"), None, None),
+    ]
+    for row in rows:
+        assert instance_json(row, 17, 64, 48) == encode_json(instance_of(row, 17, 64, 48)), row
+
+
+def test_sample_json_as_text_is_the_encoded_sample(built):
+    """Every sample of a project (crowd regions, several parts, points, labels, licenses) written
+    from text is the JSON encoder's text of the sample's dict, as the first exporter wrote it."""
+    selection = Selection(project=built.project, filters={}, ratios={"train": 1.0})
+    ids = [image.pk for image in built.images]
+    as_dicts = selection.records(ids)
+    as_text = selection.records(ids, instances_json=True)
+    attributions = iter(["é \"quoted\" \u2028", "", "CC-BY\n4.0"])
+    for pk in ids:
+        key = sample_key(pk)
+        plain, text = as_dicts[pk], as_text[pk]
+        img = plain["image"]
+        if pk % 3 == 0:  # strings that need escaping, read by both
+            img.attribution = text["image"].attribution = next(attributions, "x")
+        expected = _dump({
+            "image_id": img.pk, "key": key, "file_name": f"{key}.jpg", "width": img.width, "height": img.height,
+            "size": [img.height, img.width], "exif_orientation": img.exif_orientation, "sha256": img.sha256,
+            "license": img.license, "attribution": img.attribution,
+            "labels": [category_id for category_id, _ in plain["labels"]], "instances": plain["instances"],
+            "points": plain["points"],
+        }).encode()
+        assert sample_json(text, key, "jpg") == expected
+        assert sample_json(plain, key, "jpg") == expected
+        assert sample_json_encoded(text, key, "jpg") == expected
+        assert json.loads(expected)["instances"] == json.loads(json.dumps(plain["instances"]))
+
+
+@pytest.mark.parametrize("flush_bytes", [1 << 20, 4096])
+def test_image_files_read_by_path_give_the_bytes_of_streams(tmp_path, flush_bytes):
+    rng = random.Random(3)
+    sizes = [0, 1, 511, 512, 513, 3000, 70_000, 1_500_000]
+    files = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(rng.randbytes(size))
+        files.append((f"{i:010d}.jpg", str(path), size, f"{i:010d}.json", b'{"n":%d}' % i * (i + 1)))
+    files.append(("x" * 120 + ".jpg", files[3][1], 512, "y" * 110 + ".json", b"{}"))
+    outputs = []
+    for way in ("stream", "file", "sample"):
+        out = io.BytesIO()
+        writer = TarWriter(out, flush_bytes=flush_bytes)
+        for name, path, size, json_name, data in files:
+            if way == "stream":
+                with open(path, "rb") as src:
+                    writer.add_stream(name, src, size)
+                writer.add_bytes(json_name, data)
+            elif way == "file":
+                writer.add_file(name, path, size)
+                writer.add_bytes(json_name, data)
+            else:
+                writer.add_file_and_bytes(name, path, size, json_name, data)
+        writer.close()
+        assert writer.sha256.hexdigest() == hashlib.sha256(out.getvalue()).hexdigest()
+        assert writer.size == len(out.getvalue())
+        outputs.append(out.getvalue())
+    assert outputs[0] == outputs[1] == outputs[2]
+    writer = TarWriter(io.BytesIO())
+    with pytest.raises(FileNotFoundError):
+        writer.add_file_and_bytes("gone.jpg", str(tmp_path / "gone.jpg"), 10, "gone.json", b"{}")
+    with pytest.raises(OSError, match="ended 5 bytes early"):
+        writer.add_file_and_bytes("short.jpg", files[2][1], 516, "short.json", b"{}")
+
+
+def test_local_paths_are_the_storage_paths(built):
+    path = local_paths()
+    assert path is not None
+    for image in built.images:
+        assert path(image.file.name) == default_storage.path(image.file.name)
+    with pytest.raises(SuspiciousFileOperation):
+        path("../outside.jpg")
+    with pytest.raises(SuspiciousFileOperation):
+        path("/etc/passwd")
+
+
+def test_shards_read_by_path_and_through_streams_are_the_same_bytes(built, monkeypatch):
+    """The export reads local image files by path; through the storage's streams (as on S3) it
+    writes the same shards, and every shard's sha256 in the manifest is that of its file."""
+    from datasets.exports import service
+
+    def shard_files(export):
+        out = {}
+        for entry in export.files:
+            if entry["name"].startswith("shards/"):
+                with default_storage.open(f"{export.storage_prefix}/{entry['name']}", "rb") as f:
+                    data = f.read()
+                assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["size"]
+                out[entry["name"]] = data
+        return out
+
+    by_path = shard_files(build_export(built.project, formats=["shards"], min_shards=3, seed=5))
+    monkeypatch.setattr(service, "local_paths", lambda: None)
+    streamed = shard_files(build_export(built.project, formats=["shards"], min_shards=3, seed=5))
+    assert by_path == streamed and len(by_path) == 9
