@@ -146,32 +146,41 @@ def wawa(items, workers, labels, *, n_items=None, n_workers=None, n_classes=None
 
 
 class _Votes:
-    """The two sums over votes that EM needs, each as one gather and one ``np.bincount``.
+    """The two sums over votes that EM needs, without sorting per iteration or a Python loop over
+    votes.
 
-    Both sums have the same shape: gather a row of K numbers per vote (``per_pair[pair of vote]``
-    or ``per_item[item of vote]``) into a buffer kept across iterations, then add the rows into
-    their bins with a single ``np.bincount`` over a combined (bin, class) index built once. Each
-    bin adds its votes in vote order, exactly as one ``np.bincount`` per class would, so the sums
-    are the same to the last bit, at under half the cost on adult; there is no sorting and no
-    Python loop over votes.
+    - Over items (E-step): gather a row of K numbers per vote (``per_pair[pair of vote]``) into a
+      buffer kept across iterations, then add the rows into their bins with a single
+      ``np.bincount`` over a combined (class, item) index built once. Each bin adds its votes in
+      vote order, as one ``np.bincount`` per class does, to the same bits.
+    - Over (worker, label) pairs (M-step): the votes are sorted by pair once (a radix sort when
+      the pairs fit 16 bits); each iteration gathers the posterior rows of their items in that
+      order and adds each pair's run of rows with ``np.add.reduceat``. A pair has tens of votes,
+      so this beats a bincount; the sums differ from it only in round-off.
+
+    On adult the two together take about a third of the time of a bincount per class.
     """
 
     def __init__(self, items, workers, labels, n_items, n_workers, n_classes):
         K = n_classes
+        n = len(items)
         self.items = items
         self.n_items, self.n_workers, self.n_classes = n_items, n_workers, n_classes
         self.n_votes = np.bincount(items, minlength=n_items)
         self.pair = workers * K + labels  # (worker, label) pair of each vote
-        # the bin of the k-th number of each vote's row; filled a class at a time, because a
-        # broadcast against a length-K axis runs NumPy's inner loop K numbers at a time
-        self._item_bins = np.empty((len(items), K), dtype=np.intp)  # k * n_items + item: class-major
-        self._pair_bins = np.empty((len(items), K), dtype=np.intp)  # pair * K + k: pair-major
+        # The bin of the k-th number of each vote's row, filled a class at a time (a broadcast
+        # against a length-K axis runs NumPy's inner loop K numbers at a time).
+        item_bins = np.empty((n, K), dtype=np.intp)  # k * n_items + item: class-major
         for k in range(K):
-            np.add(items, k * n_items, out=self._item_bins[:, k])
-            np.add(self.pair * K, k, out=self._pair_bins[:, k])
-        self._item_bins = self._item_bins.reshape(-1)
-        self._pair_bins = self._pair_bins.reshape(-1)
-        self._rows = np.empty((len(items), K))  # the gathered rows, reused every iteration
+            np.add(items, k * n_items, out=item_bins[:, k])
+        self._item_bins = item_bins.reshape(-1)
+        n_pairs = n_workers * K
+        by_pair = np.argsort(self.pair.astype(np.uint16) if n_pairs <= 1 << 16 else self.pair, kind="stable")
+        pair_sorted = self.pair[by_pair]
+        self._items_by_pair = items[by_pair]
+        self._pair_starts = np.flatnonzero(np.concatenate(([True], pair_sorted[1:] != pair_sorted[:-1])))
+        self._pairs_voted = pair_sorted[self._pair_starts]
+        self._rows = np.empty((n, K))  # the gathered rows, reused every iteration
 
     def sum_over_items(self, per_pair: np.ndarray) -> np.ndarray:
         """``(K, n_items)``, class-major: for each item, the sum over its votes of
@@ -183,11 +192,11 @@ class _Votes:
 
     def sum_over_pairs(self, per_item: np.ndarray) -> np.ndarray:
         """``(n_workers * K, K)``: for each (worker, label) pair, the sum of ``per_item[item of vote]``
-        (an ``(n_items, K)`` float64 array)."""
-        np.take(per_item, self.items, axis=0, out=self._rows, mode="clip")
-        size = self.n_workers * self.n_classes
-        flat = np.bincount(self._pair_bins, weights=self._rows.reshape(-1), minlength=size * self.n_classes)
-        return flat.reshape(size, self.n_classes)
+        (an ``(n_items, K)`` float64 array); zeros for a pair nobody voted."""
+        np.take(per_item, self._items_by_pair, axis=0, out=self._rows, mode="clip")
+        out = np.zeros((self.n_workers * self.n_classes, self.n_classes))
+        out[self._pairs_voted] = np.add.reduceat(self._rows, self._pair_starts, axis=0)
+        return out
 
 
 def _mean_over_items(post_t: np.ndarray, has_votes: np.ndarray | None) -> np.ndarray:
