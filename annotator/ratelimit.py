@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass
 from functools import wraps
 from typing import Callable
 
 from django.conf import settings
+from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.html import escape
+from django_ratelimit import core as ratelimit_core
 from django_ratelimit.core import get_usage
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,9 @@ def check(request: HttpRequest, *, group: str, key: str, setting: str, what: str
         return None
     value_key = key if key == "ip" else (lambda _group, _request: key)
     try:
-        usage = get_usage(request, group=group, key=value_key, rate=rate, increment=True)
+        usage = _redis_usage(request, group=group, key=key, rate=rate)
+        if usage is _NOT_REDIS:
+            usage = get_usage(request, group=group, key=value_key, rate=rate, increment=True)
     except Exception:  # noqa: BLE001 - a cache outage must not turn submissions into errors
         log.warning("rate limit %s not counted: the cache is unreachable", group, exc_info=True)
         return None
@@ -86,6 +91,33 @@ def check(request: HttpRequest, *, group: str, key: str, setting: str, what: str
                  f"Try again in {retry_after} seconds."),
         retry_after=retry_after,
     )
+
+
+_NOT_REDIS = object()
+
+
+def _redis_usage(request: HttpRequest, *, group: str, key: str, rate: str):
+    """django-ratelimit's count in one Redis round trip instead of three, or ``_NOT_REDIS``.
+
+    ``get_usage`` adds the counter (``cache.add``), then increments it with ``cache.incr``, which
+    Django's Redis cache does as EXISTS and INCR. Here the same key, window and expiry, in one
+    MULTI/EXEC: ``SET key 0 EX period+fudge NX`` then ``INCR key``, so the first request of a
+    window counts 1 as with ``add`` and the counter never outlives its window.
+    """
+    cache = ratelimit_core.caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
+    if not isinstance(cache, DjangoRedisCache) or not getattr(settings, "RATELIMIT_ENABLE", True):
+        return _NOT_REDIS
+    value = ratelimit_core._SIMPLE_KEYS["ip"](request) if key == "ip" else key
+    limit, period = ratelimit_core._split_rate(rate)
+    window = ratelimit_core._get_window(value, period)
+    cache_key = cache.make_and_validate_key(
+        ratelimit_core._make_cache_key(group, window, rate, value, ratelimit_core.ALL))
+    client = cache._cache.get_client(cache_key, write=True)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(cache_key, 0, ex=period + ratelimit_core.EXPIRATION_FUDGE, nx=True)
+        pipe.incr(cache_key)
+        count = pipe.execute()[1]
+    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
 
 
 def check_all(request: HttpRequest, *, group: str, keys: list[tuple[str, str]], what: str) -> Refusal | None:

@@ -139,6 +139,9 @@ USE_TZ = True
 # Per-process memory by default; rate limits and throttles are shared between processes and
 # machines once CACHE_URL points at Redis (redis://host:6379/1).
 CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Django's Redis cache, reusing one client per connection pool (annotator/cache.py).
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    CACHES["default"]["BACKEND"] = "annotator.cache.RedisCache"
 
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "static/"

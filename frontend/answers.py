@@ -42,6 +42,7 @@ class CleanAnswer:
     data: dict[str, Any]  # the normalised answer, as stored
     summary: str
     outlines: dict[int, Outline] = field(default_factory=dict)  # segmentation / training, by item
+    category_ids: list[int] = field(default_factory=list)  # categories: the project's, as checked against
 
 
 def schema_name(kind: str) -> str:
@@ -105,7 +106,9 @@ def _header(kind: str, answer: Any) -> dict:
 
 def _categories(task: TaskItem, answer: dict) -> CleanAnswer:
     entries = _list(answer.get("images"), "images", max_len=len(task.image_ids))
-    known = set(Category.objects.filter(project=task.project).values_list("id", flat=True))
+    category_ids = list(Category.objects.filter(project_id=task.project_id).order_by("coco_id")
+                        .values_list("id", flat=True))
+    known = set(category_ids)
     seen: dict[int, list[int]] = {}
     for i, entry in enumerate(entries, start=1):
         _object(entry, f"Image entry {i}", {"image", "present"})
@@ -127,7 +130,8 @@ def _categories(task: TaskItem, answer: dict) -> CleanAnswer:
         raise AnswerError(f"Image {missing[0]} has no answer; every image of the task needs one.")
     data = {"images": [{"image": i, "present": seen[i]} for i in task.image_ids]}
     marked = sum(len(v) for v in seen.values())
-    return CleanAnswer(Kind.CATEGORIES, data, f"{len(seen)} images, {marked} categories marked")
+    return CleanAnswer(Kind.CATEGORIES, data, f"{len(seen)} images, {marked} categories marked",
+                       category_ids=category_ids)
 
 
 def _spotting(task: TaskItem, answer: dict) -> CleanAnswer:

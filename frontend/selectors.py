@@ -25,7 +25,7 @@ def _category(c: Category) -> dict[str, Any]:
 
 
 def _images_in_order(ids: list[int]) -> list[dict[str, Any]]:
-    by_id = {i.pk: i for i in Image.objects.filter(pk__in=ids)}
+    by_id = {i.pk: i for i in Image.objects.filter(pk__in=ids).order_by()}  # put in order below
     return [_image(by_id[i]) for i in ids if i in by_id]
 
 
@@ -77,7 +77,9 @@ def task_context(*, task: TaskItem, worker_id: str = "") -> dict[str, Any]:
     }
     if task.kind == Kind.CATEGORIES:
         data["images"] = _images_in_order(task.image_ids)
-        data["supercategories"] = _supercategories(list(Category.objects.filter(project=task.project)))
+        # One project's categories in their usual order (project, coco_id), without joining the project.
+        categories = Category.objects.filter(project_id=task.project_id).order_by("coco_id")
+        data["supercategories"] = _supercategories(list(categories))
     elif task.kind == Kind.SPOTTING:
         data["image"] = _images_in_order(task.image_ids)[0]
         data["category"] = _category(task.category)
@@ -119,7 +121,8 @@ def answer_response(*, answer: TaskAnswer, created: bool) -> dict[str, Any]:
     """What the answer endpoint sends back (also for a repeated submission)."""
     body: dict[str, Any] = {"ok": True, "answer": answer.pk, "created": created, "summary": answer.summary,
                             "attempt": answer.attempt}
-    result = TrainingResult.objects.filter(answer=answer).first()
+    # Only training answers are scored; the others have no result to look up.
+    result = TrainingResult.objects.filter(answer=answer).first() if answer.kind == Kind.TRAINING else None
     if result is not None:
         retry_at = None
         if not result.passed:

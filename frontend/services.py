@@ -47,7 +47,9 @@ def task_from_token(*, kind: str, token: str) -> TaskItem | None:
     token_kind, _, pk = value.rpartition("-")
     if token_kind != kind or not pk.isdigit():
         return None
-    return TaskItem.objects.select_related("project", "category", "point").filter(pk=int(pk), kind=kind).first()
+    # Only the relations this kind of task uses (the kind is in the token).
+    related = ["project"] + (["category"] if kind == Kind.SPOTTING else []) + (["point"] if kind == Kind.SEGMENTATION else [])
+    return TaskItem.objects.select_related(*related).filter(pk=int(pk), kind=kind).first()
 
 
 def task_path(*, task: TaskItem) -> str:
@@ -165,7 +167,7 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
     who = {"made_by": stored.worker_id, "assignment_ref": stored.assignment_id, "schema_version": SCHEMA_VERSION}
     data = clean.data
     if task.kind == Kind.CATEGORIES:
-        categories = list(Category.objects.filter(project=task.project).values_list("id", flat=True))
+        categories = clean.category_ids  # read once, when the answer was checked
         ImageLabel.objects.bulk_create(
             ImageLabel(image_id=e["image"], category_id=c, present=c in e["present"], stage=Stage.CATEGORIES, **who)
             for e in data["images"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.core import signing
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Exists, Min, Q, Sum
 
 from crowd.marketplace import clock, errors, qualifications
 from crowd.marketplace.models import (
@@ -151,10 +151,10 @@ def balance_on_hold(*, account: RequesterAccount) -> Decimal:
 # --- Worker side -------------------------------------------------------------------------------
 
 def worker_can_see_account(*, worker: WorkerProfile, account_id: int) -> bool:
-    if WorkerBlock.objects.filter(account_id=account_id, worker=worker).exists():
-        return False
+    """Public or joined by invitation, and not blocking the worker: one query."""
+    blocked = WorkerBlock.objects.filter(account_id=account_id, worker=worker)
     return RequesterAccount.objects.filter(
-        Q(pk=account_id) & (Q(is_public=True) | Q(workers=worker))).exists()
+        Q(pk=account_id) & (Q(is_public=True) | Q(workers=worker)) & ~Exists(blocked)).exists()
 
 
 def _visible_accounts(worker: WorkerProfile):
@@ -229,12 +229,21 @@ def hit_groups_for_worker(*, worker: WorkerProfile, limit: int = 100) -> list[HI
     return groups[:limit]
 
 
-def group_candidate_hit_ids(*, worker: WorkerProfile, hit_type_id: str, limit: int = 20) -> list[str]:
+def group_candidates(*, worker: WorkerProfile, hit_type_id: str):
+    """The group's open HITs, in order, of requesters the worker sees and not done by them."""
     now = clock.now()
     done_hits = Assignment.objects.filter(worker=worker, status__in=Assignment.HOLDING).values("hit_id")
-    return list(HIT.objects.filter(hit_type__hit_type_id=hit_type_id, account__in=_visible_accounts(worker),
-                                   disposed=False, reviewing=False, expiration__gt=now, num_available__gt=0)
-                .exclude(pk__in=done_hits).order_by("pk").values_list("hit_id", flat=True)[:limit])
+    return (HIT.objects.filter(hit_type__hit_type_id=hit_type_id, account__in=_visible_accounts(worker),
+                               disposed=False, reviewing=False, expiration__gt=now, num_available__gt=0)
+            .exclude(pk__in=done_hits).order_by("pk"))
+
+
+def group_candidate_hit_ids(*, worker: WorkerProfile, hit_type_id: str, limit: int = 20,
+                            exclude: list[int] | None = None) -> list[str]:
+    candidates = group_candidates(worker=worker, hit_type_id=hit_type_id)
+    if exclude:
+        candidates = candidates.exclude(pk__in=exclude)
+    return list(candidates.values_list("hit_id", flat=True)[:limit])
 
 
 def hit_for_worker(*, worker: WorkerProfile, hit_id: str) -> HIT | None:
@@ -245,7 +254,10 @@ def hit_for_worker(*, worker: WorkerProfile, hit_id: str) -> HIT | None:
 
 
 def assignment_for_worker(*, worker: WorkerProfile, assignment_id: str) -> Assignment | None:
-    return (Assignment.objects.select_related("hit", "hit__hit_type", "hit__account__user")
+    """The worker's assignment with what the work page shows of its HIT (not the question's text)."""
+    return (Assignment.objects.select_related("hit", "hit__hit_type")
+            .defer("answer", "requester_feedback", "hit__question", "hit__html_content", "hit__hit_type__description",
+                   "hit__hit_type__qualification_requirements")
             .filter(worker=worker, assignment_id=assignment_id).first())
 
 

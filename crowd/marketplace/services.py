@@ -15,7 +15,7 @@ from decimal import Decimal
 from xml.sax.saxutils import escape
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 
 from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
@@ -158,16 +158,29 @@ def hit_create(*, account: RequesterAccount, hit_type: HITType, question: str, l
     return hit
 
 
-def _recount(hit: HIT) -> None:
-    counts = hit.assignments.aggregate(
-        pending=Count("id", filter=Q(status=Assignment.Status.ACCEPTED)),
-        submitted=Count("id", filter=Q(status=Assignment.Status.SUBMITTED)),
-        completed=Count("id", filter=Q(status__in=[Assignment.Status.APPROVED, Assignment.Status.REJECTED])),
-    )
-    hit.num_pending = counts["pending"]
-    hit.num_submitted = counts["submitted"]
-    hit.num_completed = counts["completed"]
+def _recount(hit: HIT, *, worker: WorkerProfile | None = None) -> bool:
+    """Set the HIT's counters from its assignments (under its row lock). With ``worker``, also
+    tell in the same query whether that worker holds an assignment of it (accepted or done).
+
+    Plain SQL: it runs on every accept and review, and building the ORM's filtered aggregate
+    cost several times what the database spends on it."""
+    S = Assignment.Status
+    holding = ", ".join(["%s"] * len(Assignment.HOLDING))
+    sql = (f"SELECT COALESCE(SUM(CASE WHEN status = %s THEN 1 ELSE 0 END), 0), "
+           f"COALESCE(SUM(CASE WHEN status = %s THEN 1 ELSE 0 END), 0), "
+           f"COALESCE(SUM(CASE WHEN status IN (%s, %s) THEN 1 ELSE 0 END), 0), "
+           f"COALESCE(SUM(CASE WHEN worker_id = %s AND status IN ({holding}) THEN 1 ELSE 0 END), 0) "
+           f"FROM {Assignment._meta.db_table} WHERE hit_id = %s")
+    params = [S.ACCEPTED.value, S.SUBMITTED.value, S.APPROVED.value, S.REJECTED.value,
+              worker.pk if worker else None, *[str(v) for v in Assignment.HOLDING], hit.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        pending, submitted, completed, mine = cursor.fetchone()
+    hit.num_pending = int(pending)
+    hit.num_submitted = int(submitted)
+    hit.num_completed = int(completed)
     hit.num_available = max(0, hit.max_assignments - hit.num_pending - hit.num_submitted - hit.num_completed)
+    return bool(mine)
 
 
 def _settle(account: RequesterAccount, hit: HIT, now) -> None:
@@ -562,30 +575,41 @@ def assignment_accept(*, worker: WorkerProfile, hit_id: str, skip_locked: bool =
     now = clock.now()
     with transaction.atomic():
         hit = (HIT.objects.select_for_update(of=("self",), skip_locked=skip_locked)
-               .select_related("hit_type", "account").filter(hit_id=hit_id).first())
+               .select_related("hit_type").filter(hit_id=hit_id).first())
         if hit is None and skip_locked and HIT.objects.filter(hit_id=hit_id).exists():
             raise HITBusy("Another worker is accepting this HIT right now.")
         if hit is None or not selectors.worker_can_see_account(worker=worker, account_id=hit.account_id):
             raise WorkerError("This HIT does not exist or is not offered to you.")
-        if "Accept" not in selectors.worker_actions(worker=worker, hit_type=hit.hit_type):
-            raise WorkerError("You do not meet the qualification requirements to accept this HIT.")
-        if hit.disposed or hit.reviewing or hit.expiration <= now:
-            raise WorkerError("This HIT is no longer available.")
-        if Assignment.objects.filter(hit=hit, worker=worker, status__in=Assignment.HOLDING).exists():
-            raise WorkerError("You have already accepted or done this HIT; each worker may do it once.")
-        _recount(hit)
-        if hit.num_available <= 0:
-            raise WorkerError("All assignments of this HIT are taken. Try another HIT.")
-        try:
-            with transaction.atomic():
-                assignment = Assignment.objects.create(
-                    hit=hit, worker=worker, accept_time=now,
-                    deadline=now + timedelta(seconds=hit.hit_type.assignment_duration))
-        except IntegrityError:  # the one-per-worker constraint, should a lock ever be bypassed
-            raise WorkerError("You have already accepted or done this HIT; each worker may do it once.") from None
-        _grant_auto_qualifications(worker, hit.hit_type)
-        _recount(hit)
-        hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
+        return _accept_locked(worker, hit, now)
+
+
+def _accept_locked(worker: WorkerProfile, hit: HIT, now) -> Assignment:
+    """The rest of an accept, inside its transaction, once the HIT's row is locked and the worker
+    is known to see its requester."""
+    from crowd.marketplace import selectors
+
+    if "Accept" not in selectors.worker_actions(worker=worker, hit_type=hit.hit_type):
+        raise WorkerError("You do not meet the qualification requirements to accept this HIT.")
+    if hit.disposed or hit.reviewing or hit.expiration <= now:
+        raise WorkerError("This HIT is no longer available.")
+    # One query: the HIT's counts (exact under its row lock) and whether this worker holds it.
+    if _recount(hit, worker=worker):
+        raise WorkerError("You have already accepted or done this HIT; each worker may do it once.")
+    if hit.num_available <= 0:
+        raise WorkerError("All assignments of this HIT are taken. Try another HIT.")
+    try:
+        # No savepoint: an error here ends the whole transaction, which is rolled back.
+        assignment = Assignment.objects.create(
+            hit=hit, worker=worker, accept_time=now,
+            deadline=now + timedelta(seconds=hit.hit_type.assignment_duration))
+    except IntegrityError:  # the one-per-worker constraint, should a lock ever be bypassed
+        raise WorkerError("You have already accepted or done this HIT; each worker may do it once.") from None
+    _grant_auto_qualifications(worker, hit.hit_type)
+    # Every change of an assignment's state happens under this row lock, so the counts just
+    # taken plus the one new pending assignment are the counts.
+    hit.num_pending += 1
+    hit.num_available -= 1
+    hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
     return assignment
 
 
@@ -598,22 +622,31 @@ def _grant_auto_qualifications(worker: WorkerProfile, hit_type: HITType) -> None
                       "grant_time": clock.now()})
 
 
-def assignment_accept_next(*, worker: WorkerProfile, hit_type_id: str) -> Assignment:
+def assignment_accept_next(*, worker: WorkerProfile, hit_type_id: str, tries: int = 20) -> Assignment:
     """Accept the next HIT of a group that still has a slot for this worker."""
     from crowd.marketplace import selectors
 
     # Workers arriving together all ask for the group's first open HIT: each skips a HIT whose row
-    # another accept holds and takes the next, instead of queueing on one lock. Only when every
-    # candidate was busy does it wait its turn, so a free slot is never reported as none.
-    candidates = selectors.group_candidate_hit_ids(worker=worker, hit_type_id=hit_type_id, limit=20)
-    busy = []
-    for hit_id in candidates:
+    # another accept holds and takes the next, instead of queueing on one lock. One statement
+    # finds and locks the first free candidate (the group's open HITs of requesters the worker
+    # sees, not done by them: the same visibility check an accept by id makes). Only when every
+    # candidate is busy does it wait its turn, so a free slot is never reported as none.
+    tried: list[int] = []
+    while len(tried) < tries:
         try:
-            return assignment_accept(worker=worker, hit_id=hit_id, skip_locked=True)
-        except HITBusy:
-            busy.append(hit_id)
+            with transaction.atomic():
+                hit = (selectors.group_candidates(worker=worker, hit_type_id=hit_type_id).exclude(pk__in=tried)
+                       .select_for_update(of=("self",), skip_locked=True).select_related("hit_type").first())
+                if hit is None:
+                    break
+                tried.append(hit.pk)
+                return _accept_locked(worker, hit, clock.now())
         except WorkerError:
             continue
+    else:
+        raise WorkerError("There are no more HITs in this group for you.")
+    busy = selectors.group_candidate_hit_ids(worker=worker, hit_type_id=hit_type_id, limit=tries - len(tried),
+                                             exclude=tried)
     for hit_id in busy:
         try:
             return assignment_accept(worker=worker, hit_id=hit_id)
@@ -652,15 +685,16 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
     if assignment_id == "ASSIGNMENT_ID_NOT_AVAILABLE":
         raise WorkerError("This is a preview: accept the HIT before submitting work.")
     now = clock.now()
-    found = Assignment.objects.filter(assignment_id=assignment_id, worker=worker).values_list("hit_id", flat=True)
-    hit_pk = found.first()
-    if hit_pk is None:
-        raise WorkerError("This assignment is not yours, or does not exist.")
     with transaction.atomic():
-        # Lock order as everywhere: HIT row first, then the assignment.
-        hit = HIT.objects.select_for_update().get(pk=hit_pk)
-        assignment = (Assignment.objects.select_for_update(of=("self",)).select_related("hit__hit_type")
+        # Lock order as everywhere: HIT row first, then the assignment. One query finds the HIT of
+        # the worker's assignment and locks it.
+        hit = (HIT.objects.select_for_update(of=("self",)).select_related("hit_type")
+               .filter(assignments__assignment_id=assignment_id, assignments__worker=worker).first())
+        if hit is None:
+            raise WorkerError("This assignment is not yours, or does not exist.")
+        assignment = (Assignment.objects.select_for_update()
                       .get(assignment_id=assignment_id, worker=worker))
+        assignment.hit = hit
         if assignment.status == Assignment.Status.SUBMITTED or assignment.status in (
                 Assignment.Status.APPROVED, Assignment.Status.REJECTED):
             raise WorkerError("This assignment was already submitted; it was recorded once.")
@@ -668,10 +702,12 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
             raise WorkerError("This assignment is no longer yours: it was returned or its time ran out.")
         assignment.status = Assignment.Status.SUBMITTED
         assignment.submit_time = now
-        assignment.auto_approval_time = now + timedelta(seconds=assignment.hit.hit_type.auto_approval_delay)
+        assignment.auto_approval_time = now + timedelta(seconds=hit.hit_type.auto_approval_delay)
         assignment.answer = answer_xml([(k, v) for k, v in fields if k != "assignmentId"])
-        assignment.save()
-        _recount(hit)
+        assignment.save(update_fields=["status", "submit_time", "auto_approval_time", "answer"])
+        # Under the HIT's row lock every state change is counted: one pending became submitted.
+        hit.num_pending = max(0, hit.num_pending - 1)
+        hit.num_submitted += 1
         hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
     return assignment
 

@@ -104,13 +104,22 @@ def _dispatch(request, request_id: str) -> dict:
 LOGIN_URL = "/market/login/"
 
 
+def _worker_of(user) -> WorkerProfile | None:
+    """The user's WorkerProfile, read once per request: it stays on ``user.worker_profile``,
+    where the templates look for it."""
+    try:
+        return user.worker_profile
+    except WorkerProfile.DoesNotExist:
+        return None
+
+
 def worker_required(view):
     """The signed-in user's WorkerProfile as ``request.worker``, or a way to get one."""
 
     @login_required(login_url=LOGIN_URL)
     @wraps(view)
     def wrapped(request, *args, **kwargs):
-        worker = WorkerProfile.objects.filter(user=request.user).first()
+        worker = _worker_of(request.user)
         if worker is None:
             return render(request, "marketplace/not_a_worker.html", status=403)
         request.worker = worker
@@ -312,8 +321,7 @@ def external_submit(request):
     refusal = ratelimit.submission_ip_refusal(request, group="external-submit")
     fields = [(k, v) for k, values in request.POST.lists() for v in values if k != "_confirm"]
     assignment_id = request.POST.get("assignmentId", "")
-    worker = (WorkerProfile.objects.filter(user=request.user).first()
-              if request.user.is_authenticated else None)
+    worker = _worker_of(request.user) if request.user.is_authenticated else None
     refusal = refusal or (worker and ratelimit.submission_worker_refusal(
         request, group="external-submit", worker_id=worker.worker_id))
     if refusal:
