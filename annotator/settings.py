@@ -123,6 +123,13 @@ else:
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's ModelBackend, reading a worker's profile with the user (crowd/marketplace/auth.py);
+# ModelBackend itself stays listed so that sessions signed in with it remain valid.
+AUTHENTICATION_BACKENDS = [
+    "crowd.marketplace.auth.WorkerModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -172,7 +172,7 @@ def setup_platform(args: argparse.Namespace, folder: Path) -> Setup:
         worker = market.worker_sign_up(username=f"flow-worker-{w:03d}", password="Flow-test-pass-9271",
                                        invite_code=invite.code)
         client = Client(enforce_csrf_checks=True, HTTP_HOST=HOST)
-        client.force_login(worker.user, backend="django.contrib.auth.backends.ModelBackend")
+        client.force_login(worker.user)  # the first of AUTHENTICATION_BACKENDS, as signing in uses
         home = client.get("/market/")  # the marketplace's home page sets the CSRF cookie
         if home.status_code != 200:
             raise RuntimeError(f"home page answered {home.status_code}")

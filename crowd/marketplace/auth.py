@@ -1,4 +1,5 @@
-"""Requester authentication (AWS Signature Version 4) and per-key rate limiting.
+"""Requester authentication (AWS Signature Version 4) and per-key rate limiting; and the sign-in
+backend that reads a worker's profile with their user.
 
 The signature is recomputed with botocore's own ``SigV4Auth`` over an ``AWSRequest`` rebuilt
 from the incoming method, URL, the headers the client says it signed, and the body, then compared
@@ -18,7 +19,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
+from django.core.exceptions import PermissionDenied
 
 from crowd.marketplace import crypto, errors
 from crowd.marketplace.models import RequesterKey
@@ -119,3 +122,29 @@ def throttle(access_key_id: str) -> None:
             cache.set(cache_key, (tokens, now), timeout=3600)
             raise errors.Throttled()
         cache.set(cache_key, (tokens - 1.0, now), timeout=3600)
+
+
+# --- Workers signing in --------------------------------------------------------------------------
+
+class WorkerModelBackend(ModelBackend):
+    """Django's ModelBackend, loading the signed-in user's WorkerProfile in the same query.
+
+    Every worker page reads ``user.worker_profile`` right after the user: one LEFT JOIN instead
+    of a second query on each request. ``settings.AUTHENTICATION_BACKENDS`` lists it first and
+    Django's ModelBackend after it, only so that sessions signed in before it was added stay
+    valid (Django checks a session's backend path against the list). A password that does not
+    match stops there (``PermissionDenied``): it is never hashed a second time by ModelBackend.
+    """
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        user = super().authenticate(request, username=username, password=password, **kwargs)
+        if user is None and password is not None:
+            raise PermissionDenied  # the same check ModelBackend would repeat
+        return user
+
+    def get_user(self, user_id):
+        from django.contrib.auth import get_user_model
+
+        User = get_user_model()
+        user = User._default_manager.select_related("worker_profile").filter(pk=user_id).first()
+        return user if user is not None and self.user_can_authenticate(user) else None

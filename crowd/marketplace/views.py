@@ -184,7 +184,7 @@ def signup(request):
         except services.WorkerError as exc:
             form.add_error("invite_code", str(exc))
         else:
-            auth_login(request, worker.user, backend="django.contrib.auth.backends.ModelBackend")
+            auth_login(request, worker.user, backend="crowd.marketplace.auth.WorkerModelBackend")
             messages.success(request, f"Welcome! Your worker ID is {worker.worker_id}.")
             return redirect("marketplace:home")
     return render(request, "marketplace/signup.html", {"form": form, "open_signup": open_signup})
