@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,6 +48,7 @@ ENDPOINTS = ("accept", "work page", "task page", "image", "answer", "submit")
 TASK_DATA = re.compile(rb'<script id="task-data" type="application/json">(.*?)</script>', re.S)
 FRAME = re.compile(rb'<iframe class="task" src="([^"]+)"')
 HOST = "127.0.0.1"
+FORM = "application/x-www-form-urlencoded"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -240,8 +241,9 @@ class FlowError(RuntimeError):
 def run_task(client, setup: Setup, meter: Meter) -> None:
     """The load's seven requests for one task (benchmarks/load.py, ``work_loop``)."""
     csrf = client.cookies["csrftoken"].value
-    r = meter.call("accept", lambda: client.post(f"/market/groups/{setup.hit_type_id}/accept/",
-                                                 HTTP_X_CSRFTOKEN=csrf))
+    # Bodies as the load's client (aiohttp) and browsers send them: url-encoded, not multipart.
+    r = meter.call("accept", lambda: client.post(f"/market/groups/{setup.hit_type_id}/accept/", "",
+                                                 content_type=FORM, HTTP_X_CSRFTOKEN=csrf))
     if r.status_code != 302 or "/market/work/" not in r["Location"]:
         raise FlowError(f"accept answered {r.status_code}: {r.content[:300]!r}")
     work_url = urlsplit(r["Location"]).path
@@ -274,7 +276,7 @@ def run_task(client, setup: Setup, meter: Meter) -> None:
         raise FlowError(f"answer answered {r.status_code}: {r.content[:300]!r}")
     reply = json.loads(r.content)
     form = {"assignmentId": query["assignmentId"], "answerId": str(reply["answer"]), "summary": reply["summary"]}
-    r = meter.call("submit", lambda: client.post("/mturk/externalSubmit", form))
+    r = meter.call("submit", lambda: client.post("/mturk/externalSubmit", urlencode(form), content_type=FORM))
     if r.status_code != 200 or b"your work was submitted" not in r.content:
         raise FlowError(f"submit answered {r.status_code}: {r.content[:300]!r}")
 
