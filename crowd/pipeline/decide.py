@@ -29,6 +29,11 @@ DEFAULT_SENSITIVITY = 0.8
 DEFAULT_SPECIFICITY = 0.99
 DEFAULT_PRESENCE = 0.1  # share of (image, category) pairs present, before any vote
 DEFAULT_VERIFY_ACCURACY = 0.8
+# Dawid-Skene cannot tell who is right between two workers who disagree (either could be the
+# truth): a stage's first answers fit whichever way the start leans, and a careless worker can come
+# out "never misses", whose blank then outweighs two careful marks. Until a third worker has
+# answered, every worker keeps the prior skill.
+MIN_SKILL_WORKERS = 3
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,9 @@ class Skill:
 def category_skills(rows: list[tuple[str, int, set[int]]], categories: list[int]) -> tuple[dict[str, Skill], float]:
     """Each worker's sensitivity and specificity, and the share of pairs present, by Dawid-Skene
     over every (image, category) pair the stage's answers cover. ``rows``: (worker, image, marked)."""
-    if not rows or not categories:
-        return {}, DEFAULT_PRESENCE
     workers = sorted({w for w, _, _ in rows})
+    if len(workers) < MIN_SKILL_WORKERS or not categories:
+        return {}, DEFAULT_PRESENCE
     images = sorted({i for _, i, _ in rows})
     w_index = {w: k for k, w in enumerate(workers)}
     i_index = {i: k for k, i in enumerate(images)}

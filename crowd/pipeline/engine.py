@@ -225,6 +225,8 @@ def category_skills(stage: CrowdStage) -> tuple[dict[str, decide.Skill], float]:
                 rows.append((a.worker_id, entry.get("image"), set(entry.get("present", []))))
     categories = list(Category.objects.filter(project_id=stage.project_id).order_by("id").values_list("id", flat=True))
     skills, presence = decide.category_skills(rows, categories)
+    if not skills:
+        return skills, presence  # too few workers yet: refit on the next answer, not in 30 s
     cache.set(key, ({w: (s.sensitivity, s.specificity) for w, s in skills.items()}, presence),
               settings.PIPELINE_SKILL_SECONDS)
     return skills, presence

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from crowd.pipeline.decide import (
+    DEFAULT_PRESENCE,
     Rule,
     Skill,
     categories_decide,
@@ -99,3 +100,11 @@ def test_adaptive_spotting_dismisses_a_stray_click_once_enough_workers_left_it()
     assert not spotting_decide(clicks[:3], width=64, height=48, rule=rule).finished
     d = spotting_decide(clicks, width=64, height=48, rule=rule)
     assert d.finished and [i[:2] for i in d.result["instances"]] == [[10.0, 10.0]]
+
+
+def test_category_skills_wait_for_a_third_worker():
+    # Two workers who disagree on everything: nothing says which one is right.
+    rows = [(w, i, {1} if (w == "a") == (i % 2 == 0) else {2}) for i in range(10) for w in ("a", "b")]
+    assert category_skills(rows, CATS) == ({}, DEFAULT_PRESENCE)
+    skills, _ = category_skills(rows + [("c", i, {1} if i % 2 == 0 else {2}) for i in range(10)], CATS)
+    assert skills["a"].sensitivity > skills["b"].sensitivity  # c sides with a

@@ -17,6 +17,14 @@ pytestmark = pytest.mark.django_db
 EXTEND = "CreateAdditionalAssignmentsForHIT"
 
 
+@pytest.fixture(autouse=True)
+def fresh_skills():
+    # Worker estimates are cached per stage id, and ids come back after a test's rollback.
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def adaptive_categories(project, cap: int = 8):
     cats, *_ = small_chain(project, adaptive=True, overrides={
         "categories": {"max_assignments": cap, "min_answers": 2, "confidence": 0.95, "items_per_hit": 2}})
