@@ -20,6 +20,7 @@ from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from pycocotools import mask as mask_utils
 
+from datasets.exports.shards import encode_json
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
 
 SPLITS = ("train", "val", "test")
@@ -392,8 +393,6 @@ def instance_json(row: tuple, category_id: int, width: int, height: int) -> str:
             return (f'{{"area":{values[0]},"bbox":[{",".join(values[1:5])}],"category_id":{category_id},'
                     f'"confidence":{conf},"id":{pk},"iscrowd":0,"points":{point},'
                     f'"segmentation":[[{"],[".join(segmentation)}]]}}')
-    from datasets.exports.shards import encode_json  # the same encoder as the rest of the sample
-
     return encode_json(instance_of(row, category_id, width, height))
 
 

@@ -2,7 +2,8 @@
 
 Headers are built directly for ustar from a fixed template (``tarfile.TarInfo.tobuf`` for GNU
 long names past 100 characters). Members are gathered in one of two preallocated 1 MB buffers,
-image files read straight into it (``readinto``: no bytes object per image); a full buffer goes
+image files read straight into it (``readinto`` from a stream, or ``os.readv`` from a local
+path, with the sample's JSON in the same step: no bytes object per image); a full buffer goes
 to the file and into the sha256 on a background thread (both release the GIL) while the other
 buffer fills, so writing and hashing overlap with the caller's next members (database reads,
 JSON) and the digest costs no second read. The bytes are exactly those of writing member by
