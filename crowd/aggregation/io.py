@@ -140,6 +140,8 @@ def _encode_column(values: list, names, what: str, seen_rows=None) -> tuple[np.n
     its rows through the row of its first appearance (``seen_rows``: :func:`_first_seen`'s answer,
     if already at hand).
     """
+    if names is None and seen_rows is None:
+        return _encode_in_name_order(values)
     values, first, rows = seen_rows or _first_seen(values)
     seen = list(first)
     if names is None:
@@ -160,6 +162,25 @@ def _encode_column(values: list, names, what: str, seen_rows=None) -> tuple[np.n
     code_at = np.empty(len(values), dtype=np.int64)  # filled only at the rows of first appearance
     code_at[np.fromiter(first.values(), dtype=np.int64, count=len(first))] = index_of_seen
     return code_at[rows], names
+
+
+def _encode_in_name_order(values: list) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_encode_column` without given names: two passes in C over the values, no per-value
+    bytecode. ``dict.fromkeys`` collects the distinct names, each gets its code in sorted name
+    order, and ``map(dict.__getitem__)`` reads the code of every value (a third faster on adult's
+    92,721 URLs than :func:`_first_seen`'s ``setdefault`` with row numbers and the spread back).
+    """
+    try:
+        code = dict.fromkeys(values)
+        strings = set(map(type, code)) <= {str}
+    except TypeError:  # an unhashable value
+        strings = False
+    if not strings:
+        values = list(map(str, values))
+        code = dict.fromkeys(values)
+    ordered = _name_order(list(code))
+    code.update(zip(ordered, range(len(ordered))))
+    return np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values)), _names_array(ordered)
 
 
 def encode(
