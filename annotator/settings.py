@@ -149,6 +149,10 @@ CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
 # Django's Redis cache, reusing one client per connection pool (annotator/cache.py).
 if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
     CACHES["default"]["BACKEND"] = "annotator.cache.RedisCache"
+    # Sessions read from Redis first, kept in PostgreSQL, and read from PostgreSQL alone while
+    # Redis is out of reach (annotator/sessions.py); a copy stays in Redis at most this long.
+    SESSION_ENGINE = "annotator.sessions"
+    SESSION_CACHE_SECONDS = env.int("SESSION_CACHE_SECONDS", default=300)
 
 # --- Files ----------------------------------------------------------------------------------
 STATIC_URL = "static/"
