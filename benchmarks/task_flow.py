@@ -59,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--images-per-task", type=int, default=2)
     p.add_argument("--warmup", type=int, default=10, help="tasks run first and not counted (default 10)")
     p.add_argument("--profile", default="", help="cProfile one endpoint (a name above) or 'all'; prints the top")
+    p.add_argument("--profile-out", default="", help="also write the profile's pstats file here (for pstats/snakeviz)")
     p.add_argument("--show-queries", action="store_true", help="print the SQL of one task, per endpoint")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
@@ -384,6 +385,8 @@ def main(argv: list[str] | None = None) -> dict:
         if meter.profiler is not None:
             out = io.StringIO()
             stats = pstats.Stats(meter.profiler, stream=out)
+            if args.profile_out:
+                stats.dump_stats(args.profile_out)
             stats.sort_stats("cumulative").print_stats(45)
             stats.sort_stats("tottime").print_stats(30)
             print(out.getvalue())

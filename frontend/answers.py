@@ -23,6 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from annotator.prepared import PreparedQuery
 from datasets.models import Category, Image, InstancePoint, Polygon
 from datasets.services.geometry import Outline, outline_check
 from frontend.models import Kind, TaskItem
@@ -104,10 +105,14 @@ def _header(kind: str, answer: Any) -> dict:
     return answer
 
 
+# A project's category ids in their usual order; every category answer checks against them.
+_category_ids = PreparedQuery(lambda project_id: Category.objects.filter(project_id=project_id)
+                              .order_by("coco_id").values_list("id", flat=True), int)
+
+
 def _categories(task: TaskItem, answer: dict) -> CleanAnswer:
     entries = _list(answer.get("images"), "images", max_len=len(task.image_ids))
-    category_ids = list(Category.objects.filter(project_id=task.project_id).order_by("coco_id")
-                        .values_list("id", flat=True))
+    category_ids = _category_ids.all(task.project_id)
     known = set(category_ids)
     seen: dict[int, list[int]] = {}
     for i, entry in enumerate(entries, start=1):

@@ -8,6 +8,7 @@ from django.conf import settings
 from shapely.geometry import Polygon as ShapelyPolygon
 
 from datasets.models import Category, Image, Polygon
+from annotator.prepared import PreparedQuery
 from frontend import clock
 from frontend.answers import SCHEMA_VERSION, schema_name
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult
@@ -25,8 +26,28 @@ def _category(c: Category) -> dict[str, Any]:
 
 
 def _images_in_order(ids: list[int]) -> list[dict[str, Any]]:
-    by_id = {i.pk: i for i in Image.objects.filter(pk__in=ids).order_by()}  # put in order below
+    if 0 < len(ids) <= _PREPARED_IMAGE_COUNTS and all(type(i) is int for i in ids):
+        found = _images_query(len(ids)).all(*ids)
+    else:
+        found = _images_by_ids(*ids)
+    by_id = {i.pk: i for i in found}  # put in order below
     return [_image(by_id[i]) for i in ids if i in by_id]
+
+
+def _images_by_ids(*ids: int):
+    return Image.objects.filter(pk__in=ids).only("id", "file", "width", "height").order_by()
+
+
+# One compiled query per number of images (a project's tasks mostly have one size).
+_PREPARED_IMAGE_COUNTS = 64
+_IMAGE_QUERIES: dict[int, PreparedQuery] = {}
+
+
+def _images_query(count: int) -> PreparedQuery:
+    query = _IMAGE_QUERIES.get(count)
+    if query is None:
+        query = _IMAGE_QUERIES.setdefault(count, PreparedQuery(_images_by_ids, *([int] * count)))
+    return query
 
 
 def _supercategories(categories: list[Category]) -> list[dict[str, Any]]:
@@ -63,7 +84,22 @@ def worker_passed_training(*, project_id: int, worker_id: str) -> bool:
 def stored_answer(*, task: TaskItem, assignment_id: str) -> TaskAnswer | None:
     if not assignment_id:
         return None
-    return TaskAnswer.objects.filter(task=task, assignment_id=assignment_id).order_by("-attempt").first()
+    return _latest_answer.first(task.pk, assignment_id)
+
+
+_latest_answer = PreparedQuery(
+    lambda task_id, assignment_id: TaskAnswer.objects.filter(task_id=task_id, assignment_id=assignment_id)
+    .order_by("-attempt")[:1],
+    int, str)
+
+
+def project_categories(project_id: int) -> list[Category]:
+    """A project's categories in their usual order (project, coco_id), without joining the project."""
+    return _project_categories.all(project_id)
+
+
+_project_categories = PreparedQuery(lambda project_id: Category.objects.filter(project_id=project_id)
+                                    .order_by("coco_id"), int)
 
 
 def task_context(*, task: TaskItem, worker_id: str = "") -> dict[str, Any]:
@@ -77,9 +113,7 @@ def task_context(*, task: TaskItem, worker_id: str = "") -> dict[str, Any]:
     }
     if task.kind == Kind.CATEGORIES:
         data["images"] = _images_in_order(task.image_ids)
-        # One project's categories in their usual order (project, coco_id), without joining the project.
-        categories = Category.objects.filter(project_id=task.project_id).order_by("coco_id")
-        data["supercategories"] = _supercategories(list(categories))
+        data["supercategories"] = _supercategories(project_categories(task.project_id))
     elif task.kind == Kind.SPOTTING:
         data["image"] = _images_in_order(task.image_ids)[0]
         data["category"] = _category(task.category)

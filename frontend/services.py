@@ -19,6 +19,7 @@ from shapely.geometry import MultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
+from annotator.prepared import PreparedQuery
 from frontend import clock
 from frontend.answers import SCHEMA_VERSION, AnswerError, CleanAnswer, answer_clean
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult, VerificationVote
@@ -47,9 +48,19 @@ def task_from_token(*, kind: str, token: str) -> TaskItem | None:
     token_kind, _, pk = value.rpartition("-")
     if token_kind != kind or not pk.isdigit():
         return None
+    query = _TASK_BY_KIND.get(kind)
+    return query.first(int(pk)) if query is not None else None
+
+
+def _task_query(kind: str) -> PreparedQuery:
     # Only the relations this kind of task uses (the kind is in the token).
     related = ["project"] + (["category"] if kind == Kind.SPOTTING else []) + (["point"] if kind == Kind.SEGMENTATION else [])
-    return TaskItem.objects.select_related(*related).filter(pk=int(pk), kind=kind).first()
+    return PreparedQuery(lambda pk: TaskItem.objects.select_related(*related).filter(pk=pk, kind=kind).order_by()[:1],
+                         int)
+
+
+# Every task page and answer starts here: one query per kind, compiled once per process.
+_TASK_BY_KIND = {kind: _task_query(kind) for kind in Kind.values}
 
 
 def task_path(*, task: TaskItem) -> str:
@@ -225,6 +236,12 @@ def answer_announce(*, task_id: int) -> None:
             logger.warning("could not queue %s for task item %s: %s", name, task_id, exc)
 
 
+_answer_of_attempt = PreparedQuery(
+    lambda task_id, assignment_id, attempt: TaskAnswer.objects.filter(
+        task_id=task_id, assignment_id=assignment_id, attempt=attempt).order_by("pk")[:1],
+    int, str, int)
+
+
 def answer_submit(
     *, task: TaskItem, worker_id: str, assignment_id: str, hit_id: str = "", answer: Any
 ) -> tuple[TaskAnswer, bool]:
@@ -242,7 +259,7 @@ def answer_submit(
         raise AnswerError("This task belongs to another assignment.")
     attempt = answer.get("attempt", 1) if isinstance(answer, dict) and task.kind == Kind.TRAINING else 1
     if isinstance(attempt, int) and not isinstance(attempt, bool):
-        existing = TaskAnswer.objects.filter(task=task, assignment_id=assignment_id, attempt=attempt).first()
+        existing = _answer_of_attempt.first(task.pk, assignment_id, attempt)
         if existing is not None:
             if existing.worker_id != worker_id:
                 raise AnswerError("This assignment was answered by another worker.")

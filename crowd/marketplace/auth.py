@@ -23,6 +23,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 
+from annotator.prepared import PreparedQuery
 from crowd.marketplace import crypto, errors
 from crowd.marketplace.models import RequesterKey
 
@@ -143,8 +144,18 @@ class WorkerModelBackend(ModelBackend):
         return user
 
     def get_user(self, user_id):
-        from django.contrib.auth import get_user_model
-
-        User = get_user_model()
-        user = User._default_manager.select_related("worker_profile").filter(pk=user_id).first()
+        if isinstance(user_id, int) and not isinstance(user_id, bool):
+            user = _user_with_profile.first(user_id)
+        else:  # a user model whose key is not an integer
+            user = _user_with_profile_query(user_id).first()
         return user if user is not None and self.user_can_authenticate(user) else None
+
+
+def _user_with_profile_query(user_id):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model()._default_manager.select_related("worker_profile").filter(pk=user_id).order_by()[:1]
+
+
+# Compiled once per process: this runs on every signed-in request.
+_user_with_profile = PreparedQuery(_user_with_profile_query, int)

@@ -6,11 +6,13 @@ Every requester lookup filters by the requester's account, so another requester'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.core import signing
 from django.db.models import Count, Exists, Min, Q, Sum
 
+from annotator.prepared import PreparedQuery
 from crowd.marketplace import clock, errors, qualifications
 from crowd.marketplace.models import (
     HIT,
@@ -229,13 +231,21 @@ def hit_groups_for_worker(*, worker: WorkerProfile, limit: int = 100) -> list[HI
     return groups[:limit]
 
 
-def group_candidates(*, worker: WorkerProfile, hit_type_id: str):
+def group_candidates(*, worker: WorkerProfile | int, hit_type_id: str, now=None):
     """The group's open HITs, in order, of requesters the worker sees and not done by them."""
-    now = clock.now()
+    now = clock.now() if now is None else now
     done_hits = Assignment.objects.filter(worker=worker, status__in=Assignment.HOLDING).values("hit_id")
     return (HIT.objects.filter(hit_type__hit_type_id=hit_type_id, account__in=_visible_accounts(worker),
                                disposed=False, reviewing=False, expiration__gt=now, num_available__gt=0)
             .exclude(pk__in=done_hits).order_by("pk"))
+
+
+# The first free candidate of a group, locked (skipping rows other accepts hold): every accept
+# of a group starts with it, so it is compiled once per process.
+first_free_candidate = PreparedQuery(
+    lambda worker_id, hit_type_id, now: group_candidates(worker=worker_id, hit_type_id=hit_type_id, now=now)
+    .select_for_update(of=("self",), skip_locked=True).select_related("hit_type")[:1],
+    int, str, datetime)
 
 
 def group_candidate_hit_ids(*, worker: WorkerProfile, hit_type_id: str, limit: int = 20,
@@ -255,10 +265,16 @@ def hit_for_worker(*, worker: WorkerProfile, hit_id: str) -> HIT | None:
 
 def assignment_for_worker(*, worker: WorkerProfile, assignment_id: str) -> Assignment | None:
     """The worker's assignment with what the work page shows of its HIT (not the question's text)."""
-    return (Assignment.objects.select_related("hit", "hit__hit_type")
-            .defer("answer", "requester_feedback", "hit__question", "hit__html_content", "hit__hit_type__description",
-                   "hit__hit_type__qualification_requirements")
-            .filter(worker=worker, assignment_id=assignment_id).first())
+    return _assignment_for_worker.first(worker.pk, assignment_id)
+
+
+_assignment_for_worker = PreparedQuery(
+    lambda worker_id, assignment_id: (
+        Assignment.objects.select_related("hit", "hit__hit_type")
+        .defer("answer", "requester_feedback", "hit__question", "hit__html_content", "hit__hit_type__description",
+               "hit__hit_type__qualification_requirements")
+        .filter(worker_id=worker_id, assignment_id=assignment_id).order_by()[:1]),
+    int, str)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 
+from annotator.prepared import PreparedQuery
 from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
 from crowd.marketplace.models import (
     HIT,
@@ -615,6 +616,8 @@ def _accept_locked(worker: WorkerProfile, hit: HIT, now) -> Assignment:
 
 def _grant_auto_qualifications(worker: WorkerProfile, hit_type: HITType) -> None:
     qtids = [r["QualificationTypeId"] for r in hit_type.qualification_requirements]
+    if not qtids:  # most groups ask for none: no query to build
+        return
     for qtype in QualificationType.objects.filter(qualification_type_id__in=qtids, auto_granted=True):
         Qualification.objects.get_or_create(
             qualification_type=qtype, worker=worker,
@@ -635,8 +638,11 @@ def assignment_accept_next(*, worker: WorkerProfile, hit_type_id: str, tries: in
     while len(tried) < tries:
         try:
             with transaction.atomic():
-                hit = (selectors.group_candidates(worker=worker, hit_type_id=hit_type_id).exclude(pk__in=tried)
-                       .select_for_update(of=("self",), skip_locked=True).select_related("hit_type").first())
+                if tried:
+                    hit = (selectors.group_candidates(worker=worker, hit_type_id=hit_type_id).exclude(pk__in=tried)
+                           .select_for_update(of=("self",), skip_locked=True).select_related("hit_type").first())
+                else:  # the usual case, from SQL compiled once
+                    hit = selectors.first_free_candidate.first(worker.pk, hit_type_id, clock.now())
                 if hit is None:
                     break
                 tried.append(hit.pk)
@@ -688,12 +694,12 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
     with transaction.atomic():
         # Lock order as everywhere: HIT row first, then the assignment. One query finds the HIT of
         # the worker's assignment and locks it.
-        hit = (HIT.objects.select_for_update(of=("self",)).select_related("hit_type")
-               .filter(assignments__assignment_id=assignment_id, assignments__worker=worker).first())
+        hit = _submit_hit.first(assignment_id, worker.pk)
         if hit is None:
             raise WorkerError("This assignment is not yours, or does not exist.")
-        assignment = (Assignment.objects.select_for_update()
-                      .get(assignment_id=assignment_id, worker=worker))
+        assignment = _submit_assignment.first(assignment_id, worker.pk)
+        if assignment is None:  # found through the HIT's join a moment ago, and locked since
+            raise WorkerError("This assignment is not yours, or does not exist.")
         assignment.hit = hit
         if assignment.status == Assignment.Status.SUBMITTED or assignment.status in (
                 Assignment.Status.APPROVED, Assignment.Status.REJECTED):
@@ -710,6 +716,17 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
         hit.num_submitted += 1
         hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
     return assignment
+
+
+# The two row locks of every submit, compiled once per process.
+_submit_hit = PreparedQuery(
+    lambda assignment_id, worker_id: HIT.objects.select_for_update(of=("self",)).select_related("hit_type")
+    .filter(assignments__assignment_id=assignment_id, assignments__worker_id=worker_id).order_by()[:1],
+    str, int)
+_submit_assignment = PreparedQuery(
+    lambda assignment_id, worker_id: Assignment.objects.select_for_update()
+    .filter(assignment_id=assignment_id, worker_id=worker_id).order_by()[:1],
+    str, int)
 
 
 def notification_mark_read(*, worker: WorkerProfile) -> None:

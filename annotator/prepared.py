@@ -1,0 +1,191 @@
+"""Querysets compiled to SQL once per process, run many times with new values.
+
+Django builds and compiles a queryset's SQL on every evaluation: for the short, hot queries of a
+worker's task flow that costs several times what PostgreSQL spends running them (see "Task flow,
+in process" in docs/benchmarks.md). ``PreparedQuery`` keeps the compiled form:
+
+    hits_of_group = PreparedQuery(
+        lambda group, now: HIT.objects.filter(hit_type__hit_type_id=group, expiration__gt=now)
+                                      .order_by("pk")[:1],
+        str, datetime)
+    hit = hits_of_group.first("3XJ…", clock.now())
+
+``build`` receives one value per declared kind and returns the queryset; every value that varies
+from call to call must come in through it (never read the clock or a setting inside ``build``).
+On first use the queryset is compiled twice, with two different sets of marker values, and the
+plan is kept only if both compilations give the same SQL, every marker lands in a parameter slot
+and the other parameters agree: a ``build`` that hides a varying value, or whose SQL depends on
+the values themselves (an empty ``__in`` list, an out-of-range integer), is refused at that point
+and runs through the ORM instead, every time, with the same results.
+
+Rows become model instances the way Django's ``ModelIterable`` makes them (``from_db``, the
+``select_related`` populators, annotations, deferred fields left deferred), from the compiler
+kept from the first compilation. Only PostgreSQL takes the prepared path; other databases (SQLite
+in development) run the queryset as built, so both give the same objects.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models.query import FlatValuesListIterable, ModelIterable, ValuesListIterable, get_related_populators
+from django.db.transaction import TransactionManagementError
+
+log = logging.getLogger(__name__)
+
+_KINDS = (int, str, datetime)
+
+
+def _marker(kind: type, salt: int, index: int) -> Any:
+    # Values no query of this project writes as a constant; two salts differ in every slot.
+    if kind is int:
+        # Inside even a small integer column's range (Django drops a comparison with a value
+        # outside it); a constant equal to a marker breaks the two compilations' agreement.
+        return 28_011 + 1000 * salt + index
+    if kind is str:
+        return f"\x1fprepared-marker-{salt}-{index}\x1f"
+    return datetime(2001, 1 + salt, 1 + index, 0, 0, 0, 7 + salt, tzinfo=timezone.utc)
+
+
+class _Plan:
+    __slots__ = ("sql", "params", "slots", "compiler", "converters", "trim", "for_update",
+                 "models", "flat", "model_cls", "init_list", "start", "end", "populators", "annotations")
+
+
+class PreparedQuery:
+    """A queryset factory whose SQL is compiled once per process and database."""
+
+    made: list["PreparedQuery"] = []  # every one made, for the test that checks they all prepare
+
+    def __init__(self, build: Callable[..., Any], *kinds: type) -> None:
+        for kind in kinds:
+            if kind not in _KINDS:
+                raise TypeError(f"PreparedQuery takes int, str and datetime values, not {kind!r}")
+        self.build = build
+        self.kinds = kinds
+        code = getattr(build, "__code__", None)
+        self.name = (f"{build.__module__}:{code.co_firstlineno}" if code is not None else repr(build))
+        self._plans: dict[tuple[str, str], _Plan | None] = {}
+        self._lock = threading.Lock()
+        PreparedQuery.made.append(self)
+
+    # --- compiling ---------------------------------------------------------------------------
+
+    def _compile_once(self, using: str, salt: int):
+        markers = [_marker(kind, salt, i) for i, kind in enumerate(self.kinds)]
+        queryset = self.build(*markers).using(using)
+        compiler = queryset.query.get_compiler(using=using)
+        sql, params = compiler.as_sql()
+        where = {(type(m), m): i for i, m in enumerate(markers)}
+        slots = []
+        for position, value in enumerate(params):
+            # Django may wrap a value for the driver (psycopg's Int2 for a small integer column):
+            # the same wrapper is put around each call's value.
+            base = next((k for k in _KINDS if isinstance(value, k)), None)
+            plain = value if base is None or type(value) is base or base is datetime else base(value)
+            index = None if base is None or isinstance(value, bool) else where.get((base, plain))
+            if index is not None:
+                slots.append((position, index, None if type(value) is base else type(value)))
+        return queryset, compiler, sql, list(params), slots
+
+    def _compile(self, using: str) -> _Plan | None:
+        connection = connections[using]
+        if connection.vendor != "postgresql":
+            return None
+        try:
+            first = self._compile_once(using, 1)
+            queryset, compiler, sql, params, slots = self._compile_once(using, 2)
+        except Exception:  # EmptyResultSet, FullResultSet, a value the ORM refuses: the ORM decides
+            log.warning("PreparedQuery %s runs through the ORM: it does not compile with marker values",
+                        self.name, exc_info=True)
+            return None
+        taken, first_taken = {slot[0] for slot in slots}, {slot[0] for slot in first[4]}
+        constants = [(i, v) for i, v in enumerate(params) if i not in taken]
+        first_constants = [(i, v) for i, v in enumerate(first[3]) if i not in first_taken]
+        if (sql != first[2] or slots != first[4] or constants != first_constants
+                or {slot[1] for slot in slots} != set(range(len(self.kinds)))
+                or queryset._known_related_objects or compiler.query.combinator
+                or queryset._iterable_class not in (ModelIterable, ValuesListIterable, FlatValuesListIterable)):
+            log.warning("PreparedQuery %s runs through the ORM: its SQL depends on more than its values", self.name)
+            log.debug("%s: %s %s %s | %s %s %s", self.name, first[2], first[3], first[4], sql, params, slots)
+            return None
+        plan = _Plan()
+        plan.sql, plan.params, plan.slots, plan.compiler = sql, params, slots, compiler
+        fields = [s[0] for s in compiler.select[0:compiler.col_count]]
+        plan.converters = compiler.get_converters(fields)
+        plan.trim = compiler.col_count if compiler.has_extra_select else None
+        plan.for_update = bool(compiler.query.select_for_update)
+        plan.models = queryset._iterable_class is ModelIterable
+        plan.flat = queryset._iterable_class is FlatValuesListIterable
+        if plan.models:
+            klass_info = compiler.klass_info
+            plan.model_cls = klass_info["model"]
+            select_fields = klass_info["select_fields"]
+            plan.start, plan.end = select_fields[0], select_fields[-1] + 1
+            plan.init_list = [f[0].target.attname for f in compiler.select[plan.start:plan.end]]
+            plan.populators = get_related_populators(klass_info, compiler.select, using)
+            plan.annotations = list(compiler.annotation_col_map.items())
+        return plan
+
+    def _plan(self, using: str) -> _Plan | None:
+        key = (using, connections[using].vendor)
+        try:
+            return self._plans[key]
+        except KeyError:
+            with self._lock:
+                if key not in self._plans:
+                    self._plans[key] = self._compile(using)
+                return self._plans[key]
+
+    # --- running -----------------------------------------------------------------------------
+
+    def _rows(self, plan: _Plan, using: str, args: tuple) -> list:
+        connection = connections[using]
+        if plan.for_update and connection.get_autocommit():
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
+        params = list(plan.params)
+        for position, index, wrap in plan.slots:
+            params[position] = args[index] if wrap is None else wrap(args[index])
+        with connection.cursor() as cursor:
+            cursor.execute(plan.sql, params)
+            rows = cursor.fetchall()
+        if plan.trim is not None:
+            rows = [row[:plan.trim] for row in rows]
+        if plan.converters:
+            rows = list(plan.compiler.apply_converters(rows, plan.converters))
+        return rows
+
+    def all(self, *args: Any, using: str = DEFAULT_DB_ALIAS) -> list:
+        """The queryset's results for these values: model instances, or ``values_list`` rows
+        (tuples, or single values when ``flat``)."""
+        if len(args) != len(self.kinds):
+            raise TypeError(f"expected {len(self.kinds)} values, got {len(args)}")
+        plan = self._plan(using)
+        if plan is None:
+            return list(self.build(*args).using(using))
+        rows = self._rows(plan, using, args)
+        if plan.flat:
+            return [row[0] for row in rows]
+        if not plan.models:
+            return [tuple(row) for row in rows]
+        objs = []
+        for row in rows:
+            obj = plan.model_cls.from_db(using, plan.init_list, row[plan.start:plan.end])
+            for populator in plan.populators:
+                populator.populate(row, obj)
+            for name, position in plan.annotations:
+                setattr(obj, name, row[position])
+            objs.append(obj)
+        return objs
+
+    def first(self, *args: Any, using: str = DEFAULT_DB_ALIAS):
+        """The first result or None (``build`` should order and slice to ``[:1]``)."""
+        found = self.all(*args, using=using)
+        return found[0] if found else None
+
+    def prepared(self, using: str = DEFAULT_DB_ALIAS) -> bool:
+        """Whether this query runs from its compiled SQL on ``using`` (else through the ORM)."""
+        return self._plan(using) is not None

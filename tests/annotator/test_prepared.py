@@ -1,0 +1,152 @@
+"""Queries compiled once (annotator/prepared.py) give exactly what the ORM gives.
+
+On PostgreSQL they run from SQL compiled on first use; a query whose SQL depends on more than the
+values passed in (a clock read inside it, an empty ``IN`` list) is caught at that first use and
+runs through the ORM instead, with the same results. On SQLite every query runs through the ORM.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
+from django.test.utils import CaptureQueriesContext
+
+from annotator.prepared import PreparedQuery
+from datasets.models import Category
+from tests.factories import CategoryFactory, ProjectFactory
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres_matrix]
+
+
+
+def fields_of(obj) -> dict:
+    return {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields
+            if f.attname not in obj.get_deferred_fields()}
+
+
+@pytest.fixture
+def two_projects():
+    a, b = ProjectFactory(name="Alpha"), ProjectFactory(name="Beta")
+    for i, name in enumerate(["zebra", "apple", "mango"]):
+        CategoryFactory(project=a, coco_id=10 - i, name=name, supercategory=f"s{i}")
+    CategoryFactory(project=b, coco_id=1, name="other")
+    return a, b
+
+
+def test_models_with_related_and_deferred_fields_match_the_orm(two_projects):
+    a, b = two_projects
+    build = (lambda project_id, name: Category.objects.select_related("project").defer("supercategory")
+             .filter(project_id=project_id).exclude(name=name).order_by("coco_id"))
+    query = PreparedQuery(build, int, str)
+    for project, name in [(a, "apple"), (a, "nothing"), (b, "x"), (b, "other")]:
+        expected = list(build(project.pk, name))
+        got = query.all(project.pk, name)
+        assert [fields_of(o) for o in got] == [fields_of(o) for o in expected]
+        assert [o.get_deferred_fields() for o in got] == [{"supercategory"}] * len(expected)
+        # the project came with the row: reading it makes no query
+        with CaptureQueriesContext(connection) as ctx:
+            assert [o.project.name for o in got] == [project.name] * len(expected)
+        assert len(ctx) == 0
+    assert query.prepared() == (connection.vendor == "postgresql")
+    # deferred fields still load on access
+    assert query.first(a.pk, "mango").supercategory == "s1"
+
+
+def test_values_lists_flat_and_not_flat(two_projects):
+    a, _ = two_projects
+    flat = PreparedQuery(lambda pid: Category.objects.filter(project_id=pid).order_by("coco_id")
+                         .values_list("name", flat=True), int)
+    pairs = PreparedQuery(lambda pid: Category.objects.filter(project_id=pid).order_by("name")
+                          .values_list("coco_id", "name"), int)
+    assert flat.all(a.pk) == ["mango", "apple", "zebra"]
+    assert pairs.all(a.pk) == [(9, "apple"), (8, "mango"), (10, "zebra")]
+    assert flat.first(-1) is None
+
+
+def test_one_query_per_call_and_the_same_sql_as_the_orm(two_projects):
+    a, _ = two_projects
+    build = lambda pid: Category.objects.filter(project_id=pid).order_by("coco_id")[:1]  # noqa: E731
+    query = PreparedQuery(build, int)
+    query.first(a.pk)  # compiles (on PostgreSQL)
+    with CaptureQueriesContext(connection) as orm:
+        list(build(a.pk))
+    with CaptureQueriesContext(connection) as ours:
+        assert query.first(a.pk).name == "mango"
+    assert len(ours) == 1
+    assert ours[0]["sql"] == orm[0]["sql"]
+
+
+def test_a_value_hidden_in_the_build_is_caught_and_falls_back_to_the_orm(two_projects):
+    a, _ = two_projects
+    # The clock is read inside build: compiled once, it would freeze. It must be refused.
+    hidden = PreparedQuery(lambda pid: Category.objects.filter(
+        project_id=pid, project__created_at__lt=datetime.now(timezone.utc) + timedelta(days=1)).order_by("pk"), int)
+    assert [c.name for c in hidden.all(a.pk)] == ["zebra", "apple", "mango"]
+    assert not hidden.prepared()
+    # An empty IN list compiles to no SQL at all: refused, and the ORM answers (nothing).
+    empty = PreparedQuery(lambda pid: Category.objects.filter(project_id=pid, pk__in=[]), int)
+    assert empty.all(a.pk) == []
+    assert not empty.prepared()
+
+
+def test_values_are_checked_and_row_locks_need_a_transaction(two_projects):
+    a, _ = two_projects
+    with pytest.raises(TypeError):
+        PreparedQuery(lambda x: Category.objects.filter(pk=x), float)
+    query = PreparedQuery(lambda pid: Category.objects.select_for_update().filter(project_id=pid)
+                          .order_by("pk")[:1], int)
+    with pytest.raises(TypeError):
+        query.first()
+    with transaction.atomic():
+        assert query.first(a.pk).name == "zebra"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_lock_outside_a_transaction_is_refused_as_django_refuses_it():
+    project = ProjectFactory()
+    CategoryFactory(project=project, name="locked")
+    build = lambda pid: Category.objects.select_for_update().filter(project_id=pid).order_by("pk")[:1]  # noqa: E731
+    query = PreparedQuery(build, int)
+    if connection.vendor == "postgresql":  # SQLite takes no row locks, and Django lets it through
+        with pytest.raises(TransactionManagementError):
+            list(build(project.pk))
+        with pytest.raises(TransactionManagementError):
+            query.first(project.pk)
+    with transaction.atomic():
+        assert query.first(project.pk).name == "locked"
+
+
+def test_datetime_values(two_projects):
+    a, b = two_projects
+    query = PreparedQuery(lambda when: Category.objects.filter(project__created_at__lt=when)
+                          .order_by("pk").values_list("name", flat=True), datetime)
+    assert query.all(datetime(2000, 1, 1, tzinfo=timezone.utc)) == []
+    assert query.all(datetime.now(timezone.utc) + timedelta(minutes=1)) == ["zebra", "apple", "mango", "other"]
+
+
+def test_every_query_of_the_task_flow_compiles_on_postgresql():
+    """The worker's task flow (sign-in, accept, work page, task page, answer, submit) reads
+    through these; one refused would silently cost its compilation on every request."""
+    import crowd.marketplace.auth  # noqa: F401 - their queries are made at import
+    import crowd.marketplace.services  # noqa: F401
+    import frontend.answers  # noqa: F401
+    import frontend.services  # noqa: F401
+    from frontend.selectors import _images_query
+
+    _images_query(2)
+    names = [q.name for q in PreparedQuery.made]
+    assert any(n.startswith("crowd.marketplace.auth") for n in names)
+    assert any(n.startswith("frontend.services") for n in names)
+    ours = [q for q in PreparedQuery.made if not q.name.startswith("tests.")]  # not the ones above
+    refused = [q.name for q in ours if q.prepared() != (connection.vendor == "postgresql")]
+    assert refused == []
+
+
+def test_small_integer_columns_keep_their_driver_type():
+    from frontend.models import TaskAnswer
+
+    query = PreparedQuery(lambda attempt: TaskAnswer.objects.filter(attempt=attempt).order_by("pk")[:1], int)
+    assert query.all(1) == []
+    assert query.prepared() == (connection.vendor == "postgresql")
