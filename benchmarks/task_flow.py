@@ -191,6 +191,7 @@ class Meter:
         self.cpu: dict[str, list[float]] = defaultdict(list)
         self.wall: dict[str, list[float]] = defaultdict(list)
         self.queries: dict[str, list[int]] = defaultdict(list)
+        self.pg_cpu: dict[str, list[float]] = defaultdict(list)
         self.profile = profile
         self.profiler = cProfile.Profile(time.process_time) if profile else None  # CPU, not wall
         self.counting = True
@@ -201,9 +202,16 @@ class Meter:
 
     def wrapper(self, execute, sql, params, many, context):
         self._n += 1
-        if self.keep_sql:
-            self.sql.append((self._endpoint, sql))
-        return execute(sql, params, many, context)
+        if not self.keep_sql:
+            return execute(sql, params, many, context)
+        pid = _backend_pid()
+        p0 = _run_ns(pid)
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            p1 = _run_ns(pid)
+            pg_ms = (p1 - p0) / 1e6 if p0 is not None and p1 is not None else None
+            self.sql.append((self._endpoint, sql, pg_ms))
 
     def call(self, endpoint: str, fn):
         profiled = self.profiler is not None and self.counting and self.profile in (endpoint, "all")
@@ -211,18 +219,23 @@ class Meter:
         self._endpoint = endpoint
         if profiled:
             self.profiler.enable()
+        pid = _backend_pid()
+        p0 = _run_ns(pid)
         c0, t0 = time.process_time(), time.perf_counter()
         response = fn()
         if getattr(response, "streaming", False):
             b"".join(response.streaming_content)
             response.close()
         c1, t1 = time.process_time(), time.perf_counter()
+        p1 = _run_ns(pid) if pid == _backend_pid() else None
         if profiled:
             self.profiler.disable()
         if self.counting:
             self.cpu[endpoint].append((c1 - c0) * 1000)
             self.wall[endpoint].append((t1 - t0) * 1000)
             self.queries[endpoint].append(self._n)
+            if p0 is not None and p1 is not None:
+                self.pg_cpu[endpoint].append((p1 - p0) / 1e6)
         return response
 
     def row(self, endpoint: str) -> dict:
@@ -230,9 +243,30 @@ class Meter:
         if not n:
             return {"requests": 0}
         cpu = sorted(self.cpu[endpoint])
+        pg = self.pg_cpu[endpoint]
         return {"requests": n, "cpu_ms": round(sum(cpu) / n, 3), "cpu_p50_ms": round(cpu[n // 2], 3),
                 "wall_ms": round(sum(self.wall[endpoint]) / n, 3),
-                "queries": round(sum(self.queries[endpoint]) / n, 2)}
+                "queries": round(sum(self.queries[endpoint]) / n, 2),
+                "pg_cpu_ms": round(sum(pg) / len(pg), 3) if pg else None}
+
+
+def _backend_pid() -> int | None:
+    """The PostgreSQL server process serving this thread's connection (no query needed)."""
+    from django.db import connection
+
+    raw = connection.connection
+    return getattr(getattr(raw, "info", None), "backend_pid", None) if raw is not None else None
+
+
+def _run_ns(pid: int | None) -> int | None:
+    """CPU time a process has run, in ns (/proc/PID/schedstat), or None when not readable."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class FlowError(RuntimeError):
@@ -297,12 +331,9 @@ def run(args: argparse.Namespace, setup: Setup) -> tuple[Meter, dict]:
         for i in range(args.warmup):
             run_task(setup.clients[i % len(setup.clients)], setup, meter)
             meter.call("baseline", lambda: bare.get(f"/bench/row/{rnd.choice(setup.image_ids)}"))
-        if args.show_queries:
-            meter.keep_sql = True
-            run_task(setup.clients[args.warmup % len(setup.clients)], setup, meter)
-            meter.call("baseline", lambda: bare.get(f"/bench/row/{rnd.choice(setup.image_ids)}"))
-            meter.keep_sql = False
-            args.tasks -= 1
+        # --show-queries: every statement of the measured tasks, with PostgreSQL's CPU for each
+        # (two /proc reads around each: a diagnostic run, its CPU figures a little higher).
+        meter.keep_sql = bool(args.show_queries)
         meter.counting = True
         t0 = time.perf_counter()
         for i in range(args.tasks):
@@ -336,12 +367,13 @@ def table(result: dict) -> str:
     base = result["baseline"]
     lines = [f"Task flow in process: {result['tasks']} tasks by {result['workers']} workers, PostgreSQL + Redis "
              f"on loopback, DEBUG off; load average {result['load_average']}", "",
-             f"{'endpoint':<14}{'requests':>9}{'CPU ms':>9}{'p50 CPU':>9}{'wall ms':>9}{'queries':>9}{'x bare':>8}"]
+             f"{'endpoint':<14}{'requests':>9}{'CPU ms':>9}{'p50 CPU':>9}{'wall ms':>9}{'queries':>9}{'x bare':>8}{'PG CPU ms':>11}"]
 
     def line(name: str, r: dict) -> str:
         ratio = r["cpu_ms"] / base["cpu_ms"] if base["cpu_ms"] else 0
         return (f"{name:<14}{r['requests']:>9}{r['cpu_ms']:>9.2f}{r['cpu_p50_ms']:>9.2f}{r['wall_ms']:>9.2f}"
-                f"{r['queries']:>9.2f}{ratio:>8.1f}")
+                f"{r['queries']:>9.2f}{ratio:>8.1f}"
+                + (f"{r['pg_cpu_ms']:>11.2f}" if r.get("pg_cpu_ms") is not None else f"{'-':>11}"))
 
     for name in ENDPOINTS:
         lines.append(line(name, result["endpoints"][name]))
@@ -350,6 +382,8 @@ def table(result: dict) -> str:
     lines += ["", f"one task: {f['requests_per_task']} requests, {f['cpu_ms_per_task']:.1f} ms CPU, "
                   f"{f['queries_per_task']:.0f} queries; mean per request {f['cpu_ms_per_request']:.2f} ms CPU "
                   f"against {base['cpu_ms']:.2f} for the bare view: predicted ratio {result['predicted_ratio']}",
+              f"PostgreSQL's own CPU (its server process for this connection): "
+              f"{f.get('pg_cpu_ms_per_task', '-')} ms per task, {base.get('pg_cpu_ms', '-')} per bare view",
               f"counts: {result['counts']}"]
     return "\n".join(lines)
 
@@ -375,12 +409,19 @@ def main(argv: list[str] | None = None) -> dict:
         n_requests = sum(per_task.values())
         result["flow"] = {"requests_per_task": n_requests, "cpu_ms_per_task": round(cpu, 2),
                           "queries_per_task": round(queries, 1), "cpu_ms_per_request": round(cpu / n_requests, 3)}
+        pg = [result["endpoints"][n].get("pg_cpu_ms") for n in per_task]
+        if all(v is not None for v in pg):
+            result["flow"]["pg_cpu_ms_per_task"] = round(sum(v * per_task[n] for v, n in zip(pg, per_task)), 2)
         result["predicted_ratio"] = round(result["baseline"]["cpu_ms"] / (cpu / n_requests), 3)
         result["counts"] = check_counts(setup, counts["tasks"])
         result["load_average_end"] = round(os.getloadavg()[0], 1)
         if args.show_queries:
-            for endpoint, sql in meter.sql:
-                print(f"[{endpoint}] {sql[:400]}")
+            # The SQL of the flow with PostgreSQL's CPU per statement (mean over every task).
+            by_sql: dict[tuple[str, str], list[float]] = defaultdict(list)
+            for endpoint, sql, pg_ms in meter.sql:
+                by_sql[(endpoint, sql)].append(pg_ms if pg_ms is not None else float("nan"))
+            for (endpoint, sql), times in by_sql.items():
+                print(f"[{endpoint}] x{len(times)} PostgreSQL {sum(times) / len(times):.3f} ms: {sql[:400]}")
             print()
         if meter.profiler is not None:
             out = io.StringIO()

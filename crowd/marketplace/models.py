@@ -161,6 +161,10 @@ class HIT(models.Model):
             models.Index(fields=["hit_type", "expiration"]),
             models.Index(fields=["open_for_work", "expiration"]),
             models.Index(fields=["account", "unique_request_token"]),
+            # A group's HITs with a free slot, in order: an accept reads the first it may take
+            # without sorting every HIT the group ever had.
+            models.Index(fields=["hit_type", "id"], condition=Q(num_available__gt=0, disposed=False, reviewing=False),
+                         name="mkt_hit_open_by_type"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(held__gte=0), name="mkt_hit_held_not_negative"),

@@ -240,12 +240,31 @@ def group_candidates(*, worker: WorkerProfile | int, hit_type_id: str, now=None)
             .exclude(pk__in=done_hits).order_by("pk"))
 
 
+def _first_free_candidate(worker_id: int, hit_type_pk: int, now):
+    done_hits = Assignment.objects.filter(worker=worker_id, status__in=Assignment.HOLDING).values("hit_id")
+    # The same conditions as group_candidates, by the group's key: PostgreSQL walks the group's
+    # open HITs in order (index mkt_hit_open_by_type) and stops at the first it may lock.
+    return (HIT.objects.filter(hit_type_id=hit_type_pk, account__in=_visible_accounts(worker_id),
+                               disposed=False, reviewing=False, expiration__gt=now, num_available__gt=0)
+            .exclude(pk__in=done_hits).order_by("pk")
+            .select_for_update(of=("self",), skip_locked=True).select_related("hit_type")[:1])
+
+
 # The first free candidate of a group, locked (skipping rows other accepts hold): every accept
 # of a group starts with it, so it is compiled once per process.
-first_free_candidate = PreparedQuery(
-    lambda worker_id, hit_type_id, now: group_candidates(worker=worker_id, hit_type_id=hit_type_id, now=now)
-    .select_for_update(of=("self",), skip_locked=True).select_related("hit_type")[:1],
-    int, str, datetime)
+first_free_candidate = PreparedQuery(_first_free_candidate, int, int, datetime)
+
+_HIT_TYPE_KEYS: dict[str, int] = {}
+
+
+def hit_type_pk(hit_type_id: str) -> int | None:
+    """The database key of a HIT type id (a mapping that never changes), remembered per process."""
+    pk = _HIT_TYPE_KEYS.get(hit_type_id)
+    if pk is None:
+        pk = HITType.objects.filter(hit_type_id=hit_type_id).values_list("pk", flat=True).first()
+        if pk is not None and len(_HIT_TYPE_KEYS) < 10_000:
+            _HIT_TYPE_KEYS[hit_type_id] = pk
+    return pk
 
 
 def group_candidate_hit_ids(*, worker: WorkerProfile, hit_type_id: str, limit: int = 20,

@@ -642,7 +642,9 @@ def assignment_accept_next(*, worker: WorkerProfile, hit_type_id: str, tries: in
                     hit = (selectors.group_candidates(worker=worker, hit_type_id=hit_type_id).exclude(pk__in=tried)
                            .select_for_update(of=("self",), skip_locked=True).select_related("hit_type").first())
                 else:  # the usual case, from SQL compiled once
-                    hit = selectors.first_free_candidate.first(worker.pk, hit_type_id, clock.now())
+                    group = selectors.hit_type_pk(hit_type_id)
+                    hit = (selectors.first_free_candidate.first(worker.pk, group, clock.now())
+                           if group is not None else None)
                 if hit is None:
                     break
                 tried.append(hit.pk)
