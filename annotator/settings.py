@@ -243,6 +243,8 @@ EXPORT_SHARD_SIZE = env.int("EXPORT_SHARD_SIZE", default=512 * 1024 * 1024)
 EXPORT_MIN_SHARDS = env.int("EXPORT_MIN_SHARDS", default=8)
 EXPORT_TMP_DIR = Path(env.str("EXPORT_TMP_DIR", default=str(VAR_DIR / "export-tmp")))
 EXPORT_PROGRESS_SECONDS = env.float("EXPORT_PROGRESS_SECONDS", default=0.5)
+# Processes writing an export's shards: 0 = one per CPU (at most one per shard), 1 = in the build's own.
+EXPORT_PROCESSES = env.int("EXPORT_PROCESSES", default=0)
 
 # --- Reliability: faults and recovery (docs/reliability.md, "Faults") ------------------------
 # A running export renews its lease at each progress report; one whose lease ran out lost its

@@ -147,6 +147,10 @@ class Selection:
 
     # -- annotations ----------------------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Compile the chunk queries now: before forking shard writers, which then share them."""
+        self._queries()
+
     def _queries(self) -> dict[str, "_ChunkQuery"]:
         """The four queries a chunk of images needs, compiled to SQL once per export."""
         if self._compiled is None:

@@ -4,32 +4,37 @@ An export is built in a private temporary folder and published file by file to D
 storage (local disk or S3) under a prefix no one else uses; the manifest goes last, and only then
 does the row turn ``done`` and list its files. The API serves files of done exports only, so a
 half-written export is never visible. Memory stays flat: images and annotations are read in
-chunks, image bytes are streamed, and a shard is uploaded and deleted before the next one starts.
+chunks, image bytes are streamed, and a shard is uploaded and deleted as soon as it is written.
+Shards are written by forked processes, one per CPU (``EXPORT_PROCESSES``; see ``_write_shards``).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import shutil
 import tempfile
 import time
 import uuid
 from array import array
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.core.files.storage import default_storage, storages
+from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
+from django.utils.functional import empty
 
 from datasets.exports import imagefolder, manifest as manifest_mod
 from datasets.exports.coco import CocoWriter
+from datasets.exports.processes import ForkedWorkers
 from datasets.exports.selection import (
     COMPLETE_STAGES,
     SPLITS,
@@ -40,7 +45,7 @@ from datasets.exports.selection import (
 )
 from datasets.exports.shards import ShardFile, plan_shard_bounds
 from datasets.exports.streams import local_paths, open_stream
-from datasets.exports.tarwriter import TarWriter
+from datasets.exports.tarwriter import TarScratch, TarWriter
 from datasets.models import Export, Project
 
 logger = logging.getLogger(__name__)
@@ -464,13 +469,19 @@ def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[d
         _write_by_id(export, selection, workdir, publisher, progress, ids, split_codes, splits, class_map)
     if "shards" in formats:
         codes = np.frombuffer(split_codes, dtype=np.int8)
+        orders: dict[str, np.ndarray] = {}
+        jobs: list[_ShardJob] = []
         for split in SPLITS:
             mine = codes == code_of[split]
-            split_ids = np.frombuffer(ids, dtype=np.int64)[mine]
-            split_sizes = np.frombuffer(sizes, dtype=np.int64)[mine]
-            splits[split]["shards"] = _write_shards(export, selection, workdir, publisher, progress, split, split_ids,
-                                                    split_sizes)
-            del mine, split_ids, split_sizes
+            orders[split], ordered_sizes = shuffled(np.frombuffer(ids, dtype=np.int64)[mine],
+                                                    np.frombuffer(sizes, dtype=np.int64)[mine], export.seed)
+            plan = plan_shard_bounds(ordered_sizes, shard_size=export.shard_size, min_shards=export.min_shards)
+            jobs += [_ShardJob(split, number, start, end) for number, (start, end) in enumerate(plan)]
+            splits[split]["shards"] = []
+            del mine, ordered_sizes
+        for job, entry in _write_shards(selection, workdir, publisher, progress, jobs, orders):
+            splits[job.split]["shards"].append(entry)
+        del orders
 
     publisher.publish(manifest_mod.LOADER_NAME, LOADER_SOURCE, move=False)
     manifest = manifest_mod.build_manifest(
@@ -554,33 +565,118 @@ def _write_by_id(export, selection, workdir, publisher, progress, ids, split_cod
             f.close()
 
 
-def _write_shards(export, selection, workdir, publisher, progress, split, ids, sizes) -> list[dict[str, Any]]:
-    """A split's shards: its images (``ids`` in id order, with their file ``sizes``) in the
-    seed's shuffled order, cut by size."""
-    ordered_ids, ordered_sizes = shuffled(ids, sizes, export.seed)
-    plan = plan_shard_bounds(ordered_sizes, shard_size=export.shard_size, min_shards=export.min_shards)
-    del ordered_sizes
-    entries = []
+@dataclass(frozen=True)
+class _ShardJob:
+    """One shard of a split: samples ``start`` to ``end`` of the split's shard order."""
+
+    split: str
+    number: int
+    start: int
+    end: int
+
+    @property
+    def name(self) -> str:
+        return f"shards/{self.split}-{self.number:06d}.tar"
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.split}-{self.number:06d}.tar"
+
+
+def _write_shard(selection: Selection, job: _ShardJob, ordered_ids: np.ndarray, path: Path,
+                 step: Callable[[], None], scratch: TarScratch) -> dict[str, Any]:
+    """Write one shard to the local file ``path``; returns its manifest entry (sha256 included)."""
     local = local_paths()  # image files read straight from the disk when the storage is local
-    for number, (start, end) in enumerate(plan):
-        name = f"shards/{split}-{number:06d}.tar"
-        path = workdir / f"{split}-{number:06d}.tar"
-        with open(path, "wb") as f:
-            shard = ShardFile(name=name, writer=TarWriter(f))
-            for _, record in selection.ordered_records(map(int, ordered_ids[start:end]), instances_json=True):
-                image = record["image"]
-                if local is not None:
-                    shard.add_file(key=sample_key(image.pk), ext=image_extension(image), record=record,
-                                   path=local(image.file.name))
-                else:
-                    with _open_image(record) as src:
-                        shard.add(key=sample_key(image.pk), ext=image_extension(image), record=record, image=src)
-                progress.step()
-            shard.writer.close()
-        publisher.publish(name, path, sha256=shard.writer.sha256.hexdigest())
-        path.unlink(missing_ok=True)
-        entries.append(shard.entry())
-    return entries
+    with open(path, "wb") as f:
+        shard = ShardFile(name=job.name, writer=TarWriter(f, scratch=scratch))
+        for _, record in selection.ordered_records(map(int, ordered_ids[job.start:job.end]), instances_json=True):
+            image = record["image"]
+            if local is not None:
+                shard.add_file(key=sample_key(image.pk), ext=image_extension(image), record=record,
+                               path=local(image.file.name))
+            else:
+                with _open_image(record) as src:
+                    shard.add(key=sample_key(image.pk), ext=image_extension(image), record=record, image=src)
+            step()
+        shard.writer.close()
+    return shard.entry()
+
+
+def export_processes(*, shards: int) -> int:
+    """How many processes write an export's shards: ``EXPORT_PROCESSES`` (0, the default: one
+    per CPU this process may run on), at most one per shard. 1 writes them in this process, as
+    does a build inside a transaction (other processes would not see its uncommitted rows) or on
+    a system without ``fork``."""
+    wanted = int(_setting("EXPORT_PROCESSES", 0))
+    if wanted <= 0:
+        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not hasattr(os, "fork") or any(conn.in_atomic_block for conn in connections.all(initialized_only=True)):
+        return 1
+    return max(1, min(wanted, shards))
+
+
+def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, progress: _Progress,
+                  jobs: list[_ShardJob], orders: dict[str, np.ndarray]) -> Iterator[tuple[_ShardJob, dict[str, Any]]]:
+    """Write and publish the shards, in ``jobs`` order; yields each job with its manifest entry.
+
+    With more than one process (``export_processes``) the shards are written by forked child
+    processes, each a whole shard at a time to the build folder; this process publishes them in
+    order as they finish, reports progress and looks for a cancel meanwhile. The bytes are the
+    same either way: a shard's content depends only on the plan, fixed before the fork.
+    """
+    processes = export_processes(shards=len(jobs))
+    logger.info("export: writing %d shards in %s", len(jobs),
+                "this process" if processes <= 1 else f"{processes} processes")
+    if processes <= 1:
+        with TarScratch() as scratch:
+            for job in jobs:
+                path = workdir / job.file_name
+                entry = _write_shard(selection, job, orders[job.split], path, progress.step, scratch)
+                publisher.publish(job.name, path, sha256=entry["sha256"])
+                path.unlink(missing_ok=True)
+                yield job, entry
+        return
+
+    report_every = 64
+    scratch: list[TarScratch] = []  # a child's own, made there on its first shard
+
+    def work(index: int, report: Callable[[int], None]) -> dict[str, Any]:
+        job = jobs[index]
+        if not scratch:
+            scratch.append(TarScratch())
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            done += 1
+            if done == report_every:
+                report(done)
+                done = 0
+
+        entry = _write_shard(selection, job, orders[job.split], workdir / job.file_name, step, scratch[0])
+        if done:
+            report(done)
+        return entry
+
+    selection.prepare()  # compile the queries once, here, rather than in every child
+    connections.close_all()  # each child opens its own; this process reopens its own when needed
+    with ForkedWorkers(processes, work, in_child=_in_shard_process) as workers:
+        for index, entry in workers.run(len(jobs), window=processes + 1, on_report=progress.step,
+                                        on_idle=lambda: progress.step(0), idle_seconds=max(0.05, progress.every)):
+            job = jobs[index]
+            path = workdir / job.file_name
+            publisher.publish(job.name, path, sha256=entry["sha256"])
+            path.unlink(missing_ok=True)
+            yield job, entry
+
+
+def _in_shard_process() -> None:
+    """In a forked shard writer: nothing of the parent's database connections or storage
+    clients (an S3 client's pooled sockets) is used; fresh ones are made on first use."""
+    for conn in connections.all(initialized_only=True):
+        conn.connection = None  # the parent closed it before forking; never close a shared socket
+    storages._storages = {}  # noqa: SLF001 - Django's storage cache, rebuilt from settings
+    default_storage._wrapped = empty  # noqa: SLF001
 
 
 # --- Reading -------------------------------------------------------------------------------

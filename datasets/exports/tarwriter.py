@@ -72,15 +72,21 @@ class TarWriter:
     background writer on its own.
     """
 
-    def __init__(self, f: BinaryIO, *, flush_bytes: int = FLUSH_BYTES) -> None:
+    def __init__(self, f: BinaryIO, *, flush_bytes: int = FLUSH_BYTES, scratch: "TarScratch | None" = None) -> None:
         self.f = f
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._scratch = scratch
+        if scratch is not None:  # buffers and thread of a previous writer, already allocated
+            flush_bytes = len(scratch.buffers[0])
+            self._buffer, self._spare = scratch.buffers
+            self._pool: ThreadPoolExecutor | None = scratch.pool
+        else:
+            self._buffer = memoryview(bytearray(flush_bytes))  # being filled
+            self._spare = memoryview(bytearray(flush_bytes))  # being written, or free
+            self._pool = None
         self._capacity = flush_bytes
-        self._buffer = memoryview(bytearray(flush_bytes))  # being filled
-        self._spare = memoryview(bytearray(flush_bytes))  # being written, or free
         self._pos = 0
-        self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
 
     def _out(self, data: bytes | memoryview) -> None:
@@ -217,10 +223,35 @@ class TarWriter:
             self._flush()
             self._wait()
         finally:
-            if self._pool is not None:
+            if self._scratch is not None:  # the next writer takes the buffers as they are now
+                self._scratch.buffers = (self._buffer, self._spare)
+            elif self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
 
     @staticmethod
     def estimate(member_sizes: list[int]) -> int:
         return sum(BLOCK + ((s + BLOCK - 1) // BLOCK) * BLOCK for s in member_sizes)
+
+
+class TarScratch:
+    """The two buffers and the writer thread of a :class:`TarWriter`, kept for the next one.
+
+    Tar writers of one build, one after another (a split's shards), share them: allocating
+    2 MB and starting a thread for every shard cost about 4 ms a shard, a tenth of a small
+    export. A writer leaves nothing in them that the next one reads: every byte it hands on
+    it wrote itself. Not for two writers at once.
+    """
+
+    def __init__(self, flush_bytes: int = FLUSH_BYTES) -> None:
+        self.buffers = (memoryview(bytearray(flush_bytes)), memoryview(bytearray(flush_bytes)))
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tarwriter")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def __enter__(self) -> "TarScratch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

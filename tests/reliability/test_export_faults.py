@@ -261,6 +261,36 @@ def test_a_full_disk_under_the_build_folder_fails_the_export_cleanly(small_disk,
     storage_remove_prefix(again.storage_prefix)  # media outlives the test's rolled-back rows
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real filesystem of 100 KiB (tmpfs): no shard of ``big_project`` fits on it."""
+    mount = mount_tmpfs(tmp_path / "tiny-disk", "100k")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_disk_under_shard_writer_processes_fails_the_export_cleanly(tiny_disk, settings, monkeypatch):
+    """Shards written by forked processes (``EXPORT_PROCESSES``): the child's ENOSPC comes back
+    to the build as the same error, and nothing is published."""
+    from datasets.exports import service
+
+    chosen = []
+    real = service.export_processes
+    monkeypatch.setattr(service, "export_processes", lambda **kw: chosen.append(real(**kw)) or chosen[-1])
+    settings.EXPORT_TMP_DIR = tiny_disk
+    settings.EXPORT_PROCESSES = 2
+    built = big_project(24)
+    client = APIClient()
+    client.force_login(built.owner)
+    export = export_build(export_id=export_create(project=built.project, queue=False, formats=["shards"],
+                                                  min_shards=4).pk)
+    assert chosen == [2]
+    assert_failed_cleanly(export, client)
+    assert list(tiny_disk.iterdir()) == []
+    storage_remove_prefix(f"exports/project-{built.project.pk}")
+
+
 @pytest.mark.django_db
 def test_a_full_media_disk_while_publishing_fails_the_export_cleanly(media_disk, settings, tmp_path):
     """The build folder has room; the storage it publishes to fills up half-way through a file."""
