@@ -146,3 +146,34 @@ def test_shards_read_by_path_and_through_streams_are_the_same_bytes(built, monke
     monkeypatch.setattr(service, "local_paths", lambda: None)
     streamed = shard_files(build_export(built.project, formats=["shards"], min_shards=3, seed=5))
     assert by_path == streamed and len(by_path) == 9
+
+
+def test_shard_cuts_from_numpy_are_the_cuts_of_adding_sample_by_sample():
+    """``plan_shard_bounds`` works out every sample's bytes in NumPy; the cuts are those of
+    adding ``sample_bytes`` one sample at a time, as it first did."""
+    import numpy as np
+
+    from datasets.exports.shards import plan_shard_bounds, sample_bytes
+
+    def one_by_one(sizes, shard_size, min_shards):
+        if not sizes:
+            return []
+        target = min(shard_size, max(1, sum(map(sample_bytes, sizes)) // max(1, min_shards)))
+        bounds, start, current = [], 0, 0
+        for i, size in enumerate(sizes):
+            need = sample_bytes(size)
+            if i > start and current + need > target:
+                bounds.append((start, i))
+                start, current = i, 0
+            current += need
+        return bounds + [(start, len(sizes))]
+
+    rng = random.Random(3)
+    for _ in range(150):
+        n = rng.choice([0, 1, 2, 5, 50, 4095, 4096, 4097, 9000])
+        sizes = [rng.choice([0, 1, 511, 512, 513, rng.randint(1, 2_000_000)]) for _ in range(n)]
+        for shard_size, min_shards in [(1024, 1), (4096, 3), (512 << 20, 8), (100_000, 4), (10**9, 4096)]:
+            expected = one_by_one(sizes, shard_size, min_shards)
+            assert plan_shard_bounds(sizes, shard_size=shard_size, min_shards=min_shards) == expected
+            assert plan_shard_bounds(np.array(sizes, dtype=np.int64), shard_size=shard_size,
+                                     min_shards=min_shards) == expected
