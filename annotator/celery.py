@@ -14,6 +14,7 @@ app.autodiscover_tasks()
 
 
 @app.task(name="annotator.ping")
-def ping() -> str:
-    """A no-op task used by health checks and tests to prove a worker is consuming."""
+def ping(*_ids) -> str:
+    """A no-op task used by health checks and tests to prove a worker is consuming (it takes
+    ids too, so that the tests can announce to it: annotator/announce.py)."""
     return "pong"

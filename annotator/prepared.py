@@ -189,3 +189,67 @@ class PreparedQuery:
     def prepared(self, using: str = DEFAULT_DB_ALIAS) -> bool:
         """Whether this query runs from its compiled SQL on ``using`` (else through the ORM)."""
         return self._plan(using) is not None
+
+
+class PreparedInsert:
+    """Rows of one model inserted from plain tuples, with SQL built once per process.
+
+    On PostgreSQL: one ``INSERT … SELECT * FROM UNNEST(%s::type[], …)`` with one array per
+    column, whatever the number of rows (the statement Django's own ``bulk_create`` sends there),
+    without making a model instance per row or rebuilding the SQL. Each value goes through its
+    field's ``get_db_prep_save`` as in Django's insert; a field the rows leave out gets its
+    default per row, and ``auto_now``/``auto_now_add`` fields the time of the insert. Elsewhere
+    (SQLite) the rows go through ``bulk_create``. Nothing is returned (no primary keys).
+    """
+
+    def __init__(self, model: type, fields: list[str]) -> None:
+        meta = model._meta
+        self.model = model
+        self.given = [meta.get_field(name) for name in fields]
+        for field in self.given:
+            if not field.concrete or field.primary_key or getattr(field, "auto_now", False) \
+                    or getattr(field, "auto_now_add", False):
+                raise TypeError(f"{model.__name__}.{field.name} cannot be given to PreparedInsert")
+        given = {f.attname for f in self.given}
+        rest = [f for f in meta.concrete_fields if not f.primary_key and f.attname not in given]
+        self.stamped = [f for f in rest if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
+        self.defaulted = [f for f in rest if f not in self.stamped]
+        self.columns = self.given + self.defaulted + self.stamped
+        self._sql: dict[str, str] = {}
+        if any(hasattr(f, "get_placeholder") or f.db_returning for f in self.columns):
+            self._unnest = False  # a field with its own placeholder or a database default
+        else:
+            self._unnest = True
+
+    def _statement(self, connection) -> str:
+        sql = self._sql.get(connection.alias)
+        if sql is None:
+            qn = connection.ops.quote_name
+            names = ", ".join(qn(f.column) for f in self.columns)
+            casts = ", ".join(f"(%s)::{f.db_type(connection).split('(')[0]}[]" for f in self.columns)
+            sql = self._sql[connection.alias] = (
+                f"INSERT INTO {qn(self.model._meta.db_table)} ({names}) SELECT * FROM UNNEST({casts})")
+        return sql
+
+    def insert(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> None:
+        if not rows:
+            return
+        connection = connections[using]
+        if connection.vendor != "postgresql" or not self._unnest:
+            names = [f.attname for f in self.given]
+            self.model._default_manager.using(using).bulk_create(
+                [self.model(**dict(zip(names, row))) for row in rows])
+            return
+        from django.utils import timezone
+
+        prep = [f.get_db_prep_save for f in self.given]
+        columns = [[p(value, connection) for value in column] for p, column in zip(prep, zip(*rows))]
+        for field in self.defaulted:
+            columns.append([field.get_db_prep_save(field.get_default(), connection) for _ in rows])
+        now = timezone.now()
+        for field in self.stamped:
+            value = field.get_db_prep_save(now.date() if field.get_internal_type() == "DateField" else now,
+                                           connection)
+            columns.append([value] * len(rows))
+        with connection.cursor() as cursor:
+            cursor.execute(self._statement(connection), columns)

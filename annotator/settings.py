@@ -392,6 +392,12 @@ CELERY_BEAT_SCHEDULE.update(
 # The pipeline (crowd.pipeline; docs/pipeline.md). The tools queue these tasks, by name, with the
 # task item's id whenever they store an answer, so the pipeline moves on without waiting for beat.
 TOOLS_ANSWER_TASKS = env.list("TOOLS_ANSWER_TASKS", default=["crowd.pipeline_answer"])
+# With Redis as the cache, the answers of each ANNOUNCE_DELAY_SECONDS share one Celery message
+# (annotator/announce.py); a pending drain's flag expires after ANNOUNCE_FLAG_SECONDS should
+# its message be lost.
+ANNOUNCE_COALESCE = env.bool("ANNOUNCE_COALESCE", default=True)
+ANNOUNCE_DELAY_SECONDS = env.float("ANNOUNCE_DELAY_SECONDS", default=1.0)
+ANNOUNCE_FLAG_SECONDS = env.int("ANNOUNCE_FLAG_SECONDS", default=30)
 PIPELINE_SKILL_SECONDS = env.int("PIPELINE_SKILL_SECONDS", default=30)  # worker estimates kept this long
 PIPELINE_ADVANCE_BATCH = env.int("PIPELINE_ADVANCE_BATCH", default=2000)  # items decided per task run
 

@@ -19,7 +19,8 @@ from shapely.geometry import MultiPolygon
 from shapely.geometry import Polygon as ShapelyPolygon
 
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
-from annotator.prepared import PreparedQuery
+from annotator.announce import announce
+from annotator.prepared import PreparedInsert, PreparedQuery
 from frontend import clock
 from frontend.answers import SCHEMA_VERSION, AnswerError, CleanAnswer, answer_clean
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult, VerificationVote
@@ -179,11 +180,9 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
     data = clean.data
     if task.kind == Kind.CATEGORIES:
         categories = clean.category_ids  # read once, when the answer was checked
-        ImageLabel.objects.bulk_create(
-            ImageLabel(image_id=e["image"], category_id=c, present=c in e["present"], stage=Stage.CATEGORIES, **who)
-            for e in data["images"]
-            for c in categories
-        )
+        made_by, ref, version = who["made_by"], who["assignment_ref"], who["schema_version"]
+        _insert_labels.insert([(e["image"], c, c in e["present"], Stage.CATEGORIES, made_by, ref, version)
+                               for e in data["images"] for c in categories])
     elif task.kind == Kind.SPOTTING:
         InstancePoint.objects.bulk_create(
             InstancePoint(image_id=data["image"], category_id=data["category"], x=p["x"], y=p["y"],
@@ -216,22 +215,22 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
         )
 
 
+# Every category answer writes a label per image and category: one statement from SQL built once.
+_insert_labels = PreparedInsert(ImageLabel, ["image", "category", "present", "stage", "made_by", "assignment_ref",
+                                             "schema_version"])
+
+
 def answer_announce(*, task_id: int) -> None:
     """Queue the Celery tasks named in ``TOOLS_ANSWER_TASKS`` (the pipeline's) for a stored answer.
 
-    By name, so the tools need not import who listens. A broker that cannot be reached loses
-    nothing: the answer is stored, and the pipeline's beat catch-up finds it.
+    By name, so the tools need not import who listens; through Redis, many answers share one
+    message (``annotator.announce``). A broker that cannot be reached loses nothing: the answer
+    is stored, and the pipeline's beat catch-up finds it.
     """
-    from celery import current_app
-
     for name in settings.TOOLS_ANSWER_TASKS:
         try:
             # No publish retries: with the broker down the worker's answer must not wait on it.
-            task = current_app.tasks.get(name)
-            if task is not None:
-                task.apply_async(args=[task_id], retry=False)
-            else:
-                current_app.send_task(name, args=[task_id], retry=False)
+            announce(name, task_id)
         except Exception as exc:  # noqa: BLE001 - the broker's errors vary by transport
             logger.warning("could not queue %s for task item %s: %s", name, task_id, exc)
 

@@ -150,3 +150,34 @@ def test_small_integer_columns_keep_their_driver_type():
     query = PreparedQuery(lambda attempt: TaskAnswer.objects.filter(attempt=attempt).order_by("pk")[:1], int)
     assert query.all(1) == []
     assert query.prepared() == (connection.vendor == "postgresql")
+
+
+def test_prepared_insert_writes_what_bulk_create_writes():
+    from annotator.prepared import PreparedInsert
+    from datasets.models import ImageLabel, Stage
+    from tests.factories import ImageFactory
+
+    project = ProjectFactory()
+    images = [ImageFactory(project=project) for _ in range(2)]
+    categories = [CategoryFactory(project=project, coco_id=i + 1) for i in range(3)]
+    rows = [(im.pk, c.pk, (i + j) % 2 == 0, Stage.CATEGORIES, "W1", "A1", 1)
+            for i, im in enumerate(images) for j, c in enumerate(categories)]
+    names = ["image", "category", "present", "stage", "made_by", "assignment_ref", "schema_version"]
+    before = datetime.now(timezone.utc)
+    with CaptureQueriesContext(connection) as ctx:
+        PreparedInsert(ImageLabel, names).insert(rows)
+    assert len(ctx) == 1
+    attnames = ["image_id", "category_id"] + names[2:]
+    ImageLabel.objects.bulk_create([ImageLabel(**{**dict(zip(attnames, row)), "made_by": "W2"}) for row in rows])
+
+    def stored(made_by):
+        return [{f: getattr(label, f) for f in ("image_id", "category_id", "present", "stage", "assignment_ref",
+                                                "schema_version", "confidence")}
+                for label in ImageLabel.objects.filter(made_by=made_by).order_by("image_id", "category_id")]
+
+    assert stored("W1") == stored("W2") and len(stored("W1")) == 6
+    assert all(label.created_at >= before for label in ImageLabel.objects.all())
+    with pytest.raises(TypeError):
+        PreparedInsert(ImageLabel, ["id", "image"])
+    with pytest.raises(TypeError):
+        PreparedInsert(ImageLabel, ["created_at"])
