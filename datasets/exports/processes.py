@@ -9,7 +9,7 @@ already holds what the parent computed (the shard plan, the compiled queries).
 A child takes a job index from its pipe, runs ``work(index, report)`` (``report(n)`` tells the
 parent that ``n`` more items are done), sends back the result and takes the next. The parent
 hands out jobs in order, at most ``window`` ahead of the first result not yet taken, and yields
-results in job order. A child that raises sends its exception back, raised again in the parent;
+results in job order; it may take jobs itself too, looking after the children between items. A child that raises sends its exception back, raised again in the parent;
 a child that dies (killed, out of memory) is found by its pipe's end of file and reported as
 ``WorkerDied``. Children are killed when the parent stops early (an error, a cancel), and die
 with the parent (``PR_SET_PDEATHSIG`` on Linux) if it is killed.
@@ -68,6 +68,16 @@ class _Child:
         self.conn = conn
         self.job: int | None = None
         self.status: int | None = None
+        self.stopped = False
+
+    def stop(self) -> None:
+        """Tell the child, once, that there is no more work: it exits."""
+        if not self.stopped:
+            self.stopped = True
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
 
     def reap(self, *, block: bool) -> None:
         if self.status is not None:
@@ -121,58 +131,82 @@ class ForkedWorkers:
         theirs.close()
         self.children.append(_Child(pid, Connection(mine.detach())))
 
-    def run(self, jobs: int, *, window: int, on_report: Callable[[int], None],
-            on_idle: Callable[[], None], idle_seconds: float) -> Iterator[tuple[int, Any]]:
+    def run(self, jobs: int, *, window: int, on_report: Callable[[int], None], on_idle: Callable[[], None],
+            idle_seconds: float, local: Callable[[int, Callable[[], None]], Any] | None = None,
+            ) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, result)`` for jobs ``0 .. jobs - 1`` in order. ``on_report(n)`` gets
         the children's reports; ``on_idle()`` runs when nothing arrived for ``idle_seconds``
-        (both may raise to stop everything, such as a cancel)."""
-        idle = list(reversed(self.children))
-        results: dict[int, Any] = {}
-        next_job = next_result = 0
-        while next_result < jobs:
-            while idle and next_job < jobs and next_job < next_result + window:
-                child = idle.pop()
-                child.job = next_job
-                child.conn.send(next_job)
-                next_job += 1
-            if next_result in results:
-                yield next_result, results.pop(next_result)
-                next_result += 1
+        (both may raise to stop everything, such as a cancel). With ``local``, this process
+        takes jobs too, between the children's: ``local(index, poll)`` runs one and calls
+        ``poll()`` every so often, which handles the children's messages and hands them jobs."""
+        self._idle = list(reversed(self.children))
+        self._results: dict[int, Any] = {}
+        self._jobs, self._window, self._on_report = jobs, window, on_report
+        self._next_job = self._next_result = 0
+        while self._next_result < jobs:
+            self._hand_out()
+            if self._next_result in self._results:
+                yield self._next_result, self._results.pop(self._next_result)
+                self._next_result += 1
                 continue
-            busy = {child.conn: child for child in self.children if child.job is not None}
-            ready = wait(list(busy), timeout=idle_seconds)
-            if not ready:
+            if local is not None and self._next_job < jobs and self._next_job < self._next_result + window:
+                index = self._next_job
+                self._next_job += 1
+                self._results[index] = local(index, self._poll_now)
+                continue
+            if not self._poll(idle_seconds):
                 on_idle()
-            for conn in ready:
-                child = busy[conn]
-                try:
-                    message = conn.recv()
-                except (EOFError, OSError):
-                    child.reap(block=True)
-                    raise WorkerDied(
-                        f"a shard writer process (pid {child.pid}) stopped ({_exit_status(child.status or 0)}) "
-                        f"in the middle of job {child.job}"
-                    ) from None
-                kind = message[0]
-                if kind == "report":
-                    on_report(message[1])
-                elif kind == "done":
-                    results[message[1]] = message[2]
-                    child.job = None
-                    idle.append(child)
-                else:  # "error": the child's exception, its traceback as a note
-                    _, _, exc, text = message
-                    exc.add_note(f"In shard writer process {child.pid}:\n{text}")
-                    raise exc
         self._finished = True
+
+    def _hand_out(self) -> None:
+        """Give idle children the next jobs the window allows; once every job is handed out,
+        let idle children go (their exit overlaps the others' last jobs)."""
+        while self._idle and self._next_job < self._jobs and self._next_job < self._next_result + self._window:
+            child = self._idle.pop()
+            child.job = self._next_job
+            child.conn.send(self._next_job)
+            self._next_job += 1
+        if self._next_job >= self._jobs:
+            while self._idle:
+                self._idle.pop().stop()
+
+    def _poll_now(self) -> None:
+        self._poll(0)
+
+    def _poll(self, timeout: float) -> bool:
+        """Handle what the busy children sent, waiting up to ``timeout`` for something."""
+        busy = {child.conn: child for child in self.children if child.job is not None}
+        if not busy:
+            return False
+        ready = wait(list(busy), timeout=timeout)
+        for conn in ready:
+            child = busy[conn]
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                child.reap(block=True)
+                raise WorkerDied(
+                    f"a shard writer process (pid {child.pid}) stopped ({_exit_status(child.status or 0)}) "
+                    f"in the middle of job {child.job}"
+                ) from None
+            kind = message[0]
+            if kind == "report":
+                self._on_report(message[1])
+            elif kind == "done":
+                self._results[message[1]] = message[2]
+                child.job = None
+                self._idle.append(child)
+            else:  # "error": the child's exception, its traceback as a note
+                _, _, exc, text = message
+                exc.add_note(f"In shard writer process {child.pid}:\n{text}")
+                raise exc
+        self._hand_out()
+        return bool(ready)
 
     def __exit__(self, *exc_info) -> None:
         if self._finished and exc_info[0] is None:
             for child in self.children:
-                try:
-                    child.conn.send(None)
-                except OSError:
-                    pass
+                child.stop()
             deadline = time.monotonic() + 10
             for child in self.children:
                 while child.status is None and time.monotonic() < deadline:

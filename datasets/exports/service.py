@@ -619,9 +619,10 @@ def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, pr
                   jobs: list[_ShardJob], orders: dict[str, np.ndarray]) -> Iterator[tuple[_ShardJob, dict[str, Any]]]:
     """Write and publish the shards, in ``jobs`` order; yields each job with its manifest entry.
 
-    With more than one process (``export_processes``) the shards are written by forked child
-    processes, each a whole shard at a time to the build folder; this process publishes them in
-    order as they finish, reports progress and looks for a cancel meanwhile. The bytes are the
+    With more than one process (``export_processes``) the shards are written by this process
+    and forked child processes, each a whole shard at a time to the build folder; this process
+    publishes them in order as they finish, reports progress and looks for a cancel meanwhile
+    (between its own samples while it writes a shard). The bytes are the
     same either way: a shard's content depends only on the plan, fixed before the fork.
     """
     processes = export_processes(shards=len(jobs))
@@ -637,10 +638,11 @@ def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, pr
                 yield job, entry
         return
 
-    report_every = 64
-    scratch: list[TarScratch] = []  # a child's own, made there on its first shard
+    report_every = 64  # samples between a child's progress reports, and between looks at the children
+    scratch: list[TarScratch] = []  # each process's own, made there on its first shard
 
     def work(index: int, report: Callable[[int], None]) -> dict[str, Any]:
+        """A shard in a child process."""
         job = jobs[index]
         if not scratch:
             scratch.append(TarScratch())
@@ -658,16 +660,39 @@ def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, pr
             report(done)
         return entry
 
+    def local(index: int, poll: Callable[[], None]) -> dict[str, Any]:
+        """A shard in this process, looking after the children every ``report_every`` samples."""
+        job = jobs[index]
+        if not scratch:
+            scratch.append(TarScratch())
+        done = 0
+
+        def step() -> None:
+            nonlocal done
+            progress.step()
+            done += 1
+            if done == report_every:
+                poll()
+                done = 0
+
+        return _write_shard(selection, job, orders[job.split], workdir / job.file_name, step, scratch[0])
+
     selection.prepare()  # compile the queries once, here, rather than in every child
     connections.close_all()  # each child opens its own; this process reopens its own when needed
-    with ForkedWorkers(processes, work, in_child=_in_shard_process) as workers:
-        for index, entry in workers.run(len(jobs), window=processes + 1, on_report=progress.step,
-                                        on_idle=lambda: progress.step(0), idle_seconds=max(0.05, progress.every)):
-            job = jobs[index]
-            path = workdir / job.file_name
-            publisher.publish(job.name, path, sha256=entry["sha256"])
-            path.unlink(missing_ok=True)
-            yield job, entry
+    try:
+        # This process writes shards too: one child fewer to fork, warm up and tear down.
+        with ForkedWorkers(processes - 1, work, in_child=_in_shard_process) as workers:
+            for index, entry in workers.run(len(jobs), window=processes + 1, on_report=progress.step,
+                                            on_idle=lambda: progress.step(0),
+                                            idle_seconds=max(0.05, progress.every), local=local):
+                job = jobs[index]
+                path = workdir / job.file_name
+                publisher.publish(job.name, path, sha256=entry["sha256"])
+                path.unlink(missing_ok=True)
+                yield job, entry
+    finally:
+        if scratch:  # this process's writer thread (children never come back here)
+            scratch[0].close()
 
 
 def _in_shard_process() -> None:

@@ -6,6 +6,7 @@ in its own process, since other processes would not see the transaction's rows.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -81,7 +82,8 @@ def test_shards_written_by_several_processes_are_the_bytes_of_one(settings, spie
         assert export.status == Export.Status.DONE, export.error
         exports[processes] = export
     assert spied["processes"] == [1, 2, 3]
-    assert len(spied["pools"]) == 2 and [len(p.children) for p in spied["pools"]] == [2, 3]
+    # This process writes shards too: one child fewer than processes.
+    assert len(spied["pools"]) == 2 and [len(p.children) for p in spied["pools"]] == [1, 2]
     one = contents(exports[1])
     shards = [name for name in one if name.startswith("shards/")]
     assert len(shards) >= 8
@@ -150,6 +152,29 @@ def test_an_error_in_a_process_fails_the_export_and_publishes_nothing(settings, 
 
 @pytest.mark.postgres_matrix
 @pytest.mark.django_db(transaction=True)
+def test_a_full_disk_in_a_child_comes_back_as_the_same_error(settings, monkeypatch, spied):
+    settings.EXPORT_PROCESSES = 2
+    built = build_project(n_images=16)
+    parent = os.getpid()
+    real_write = service._write_shard
+
+    def write(selection, job, ordered_ids, path, step, scratch):
+        if os.getpid() != parent:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(selection, job, ordered_ids, path, step, scratch)
+
+    monkeypatch.setattr(service, "_write_shard", write)
+    export = export_build(export_id=export_create(project=built.project, queue=False, formats=["shards"],
+                                                  min_shards=8).pk)
+    assert spied["processes"] == [2]
+    assert export.status == Export.Status.FAILED and export.files == []
+    assert export.error.startswith("The disk is full"), export.error
+    assert "train-000000.tar" in export.error  # the child's own path, kept with the error
+    assert stored_under(export.storage_prefix) == []
+    assert_children_gone(spied)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_process_killed_mid_shard_fails_the_export_and_publishes_nothing(settings, monkeypatch, spied):
     settings.EXPORT_PROCESSES = 2
     built = build_project(n_images=24)
@@ -157,7 +182,7 @@ def test_a_process_killed_mid_shard_fails_the_export_and_publishes_nothing(setti
     real_write = service._write_shard
 
     def write(selection, job, ordered_ids, path, step, scratch):
-        if os.getpid() != parent and job.split == "train" and job.number == 2:
+        if os.getpid() != parent:  # the child's first shard (this process writes others)
             step()
             os.kill(os.getpid(), signal.SIGKILL)  # the out-of-memory killer, say
         return real_write(selection, job, ordered_ids, path, step, scratch)
