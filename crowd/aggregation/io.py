@@ -84,16 +84,22 @@ def _lookup(names: np.ndarray, queries) -> np.ndarray:
     return np.fromiter(map(position.get, queries, repeat(-1)), dtype=np.int64, count=len(queries))
 
 
-def _first_seen(values: list) -> tuple[list, dict, np.ndarray]:
+def _first_seen(values: list, chars: np.ndarray | None = None) -> tuple[list, dict, np.ndarray]:
     """The values as ``str``, ``{value: row of its first appearance}`` and that row for every value.
 
     ``dict.setdefault`` fed by ``map`` keeps the pass in C: no Python bytecode runs per value,
     which is where the time goes with 100,000 rows of URLs. Values are compared as ``str``; a
-    column with other values (numbers, say) is turned into strings first.
+    column with other values (numbers, say) is turned into strings first. A column of single
+    characters (``chars``: :func:`_single_characters`' answer, if already at hand) is done in NumPy.
     """
-    quick = _first_seen_single_characters(values)
+    quick = _first_seen_single_characters(values, chars)
     if quick is not None:
         return quick
+    return _first_seen_in_dict(values)
+
+
+def _first_seen_in_dict(values: list) -> tuple[list, dict, np.ndarray]:
+    """:func:`_first_seen` by ``dict.setdefault``, for any column."""
     first: dict = {}
     try:
         rows = np.fromiter(map(first.setdefault, values, range(len(values))), dtype=np.int64, count=len(values))
@@ -107,9 +113,9 @@ def _first_seen(values: list) -> tuple[list, dict, np.ndarray]:
     return values, first, rows
 
 
-def _first_seen_single_characters(values: list) -> tuple[list, dict, np.ndarray] | None:
-    """:func:`_first_seen` for a column of one-character ASCII strings (labels such as ``0``/``1``
-    or ``G``/``P``/``R``/``X``), as bytes in NumPy; ``None`` for any other column.
+def _single_characters(values: list) -> np.ndarray | None:
+    """A column of one-character ASCII strings (labels such as ``0``/``1`` or ``G``/``P``/``R``/``X``)
+    as its bytes (``uint8``, one per value); ``None`` for any other column.
 
     Joined with newlines, such a column is a newline at every odd position and none at the even
     ones, and then the even bytes are the values, in order.
@@ -125,6 +131,18 @@ def _first_seen_single_characters(values: list) -> tuple[list, dict, np.ndarray]
     chars = raw[::2]
     if not (raw[1::2] == 10).all() or (chars == 10).any():
         return None
+    return chars
+
+
+def _first_seen_single_characters(
+    values: list, chars: np.ndarray | None = None
+) -> tuple[list, dict, np.ndarray] | None:
+    """:func:`_first_seen` for a column of one-character ASCII strings, in NumPy; ``None`` for any
+    other column."""
+    if chars is None:
+        chars = _single_characters(values)
+    if chars is None:
+        return None
     present = np.flatnonzero(np.bincount(chars, minlength=128))
     first_rows = np.array([np.argmax(chars == c) for c in present], dtype=np.int64)
     order = np.argsort(first_rows)
@@ -132,6 +150,16 @@ def _first_seen_single_characters(values: list) -> tuple[list, dict, np.ndarray]
     row_of_char = np.zeros(128, dtype=np.int64)
     row_of_char[present] = first_rows
     return values, first, row_of_char[chars]
+
+
+def _encode_single_characters(chars: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_encode_column` without given names for :func:`_single_characters`' bytes: the
+    characters present, in byte order, which for one ASCII character is both string order and,
+    when all are digits, numeric order; each code read from a 128-entry table."""
+    present = np.flatnonzero(np.bincount(chars, minlength=128))
+    code_of_char = np.zeros(128, dtype=np.int64)
+    code_of_char[present] = np.arange(len(present))
+    return code_of_char[chars], _names_array([chr(c) for c in present.tolist()])
 
 
 def _encode_column(values: list, names, what: str, seen_rows=None) -> tuple[np.ndarray, np.ndarray]:
@@ -182,11 +210,25 @@ def _encode_in_name_order(values: list) -> tuple[np.ndarray, np.ndarray]:
     if not strings:
         code = defaultdict(count().__next__)
         seen_codes = np.fromiter(map(code.__getitem__, map(str, values)), dtype=np.int64, count=len(values))
-    seen = list(code)
-    ordered = _name_order(seen)
-    position = dict(zip(ordered, range(len(ordered))))
-    sorted_code = np.fromiter(map(position.__getitem__, seen), dtype=np.int64, count=len(seen))
-    return sorted_code[seen_codes], _names_array(ordered)
+    rank, names = _ranks_in_name_order(list(code))
+    return rank[seen_codes], names
+
+
+def _ranks_in_name_order(seen: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each name's position in :func:`_name_order` (int64), and the names in that order.
+
+    The positions are sorted rather than the names, so that no dict from name to position is
+    needed: on adult's 11,040 URLs about 40% less time than sorting the names, building that dict
+    and looking every name up (1.2 against 2.0 ms, side by side on a loaded machine).
+    """
+    try:
+        keys = list(map(int, seen))
+    except ValueError:
+        keys = seen
+    order = np.array(sorted(range(len(seen)), key=keys.__getitem__), dtype=np.intp)
+    rank = np.empty(len(seen), dtype=np.int64)
+    rank[order] = np.arange(len(seen))
+    return rank, _names_array(seen)[order]
 
 
 def encode(
@@ -206,11 +248,15 @@ def encode(
         raise ValueError(f"tasks, workers and labels differ in length: {len(t)}, {len(w)}, {len(lab)}")
     if len(t) == 0:
         raise ValueError("no votes: at least one task,worker,label row is needed")
-    label_rows = _first_seen(lab)
-    _, first, rows = label_rows
-    if "" in first:
-        raise ValueError(f"{int(np.count_nonzero(rows == first['']))} vote(s) have an empty label")
-    labels_i, label_names = _encode_column(lab, classes, "label", label_rows)
+    chars = _single_characters(lab)
+    if chars is not None and classes is None:  # no empty label among them
+        labels_i, label_names = _encode_single_characters(chars)
+    else:
+        label_rows = _first_seen(lab, chars) if chars is not None else _first_seen_in_dict(lab)
+        _, first, rows = label_rows
+        if "" in first:
+            raise ValueError(f"{int(np.count_nonzero(rows == first['']))} vote(s) have an empty label")
+        labels_i, label_names = _encode_column(lab, classes, "label", label_rows)
     items, item_names = _encode_column(t, None, "task")
     workers_i, worker_names = _encode_column(w, None, "worker")
     return Votes(items, workers_i, labels_i, item_names, worker_names, label_names)
