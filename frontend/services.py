@@ -257,12 +257,13 @@ def answer_submit(
     if task.assignment_id and assignment_id != task.assignment_id:
         raise AnswerError("This task belongs to another assignment.")
     attempt = answer.get("attempt", 1) if isinstance(answer, dict) and task.kind == Kind.TRAINING else 1
-    if isinstance(attempt, int) and not isinstance(attempt, bool):
+    # A repeat is found before anything else for training (its attempts are numbered from what is
+    # stored); for the other kinds, by the unique constraint when the insert below meets it, so
+    # that a first answer (nearly every one) reads nothing more.
+    if task.kind == Kind.TRAINING and isinstance(attempt, int) and not isinstance(attempt, bool):
         existing = _answer_of_attempt.first(task.pk, assignment_id, attempt)
         if existing is not None:
-            if existing.worker_id != worker_id:
-                raise AnswerError("This assignment was answered by another worker.")
-            return existing, False
+            return _repeat(existing, worker_id), False
     clean = answer_clean(task=task, answer=answer)
     if task.kind == Kind.TRAINING:
         attempt = clean.data["attempt"]
@@ -282,8 +283,15 @@ def answer_submit(
             _write_records(task=task, stored=stored, clean=clean)
             transaction.on_commit(lambda: answer_announce(task_id=task.pk))
     except IntegrityError:
-        existing = TaskAnswer.objects.filter(task=task, assignment_id=assignment_id, attempt=attempt).first()
+        existing = _answer_of_attempt.first(task.pk, assignment_id, attempt)
         if existing is None:
             raise
-        return existing, False
+        return _repeat(existing, worker_id), False
     return stored, True
+
+
+def _repeat(existing: TaskAnswer, worker_id: str) -> TaskAnswer:
+    """The stored answer a repeated submission gets back, if it is the same worker's."""
+    if existing.worker_id != worker_id:
+        raise AnswerError("This assignment was answered by another worker.")
+    return existing
