@@ -143,6 +143,12 @@ class ForkedWorkers:
         self._results: dict[int, Any] = {}
         self._jobs, self._window, self._on_report = jobs, window, on_report
         self._next_job = self._next_result = 0
+        if local is not None and jobs:
+            # The first job is this process's: it is warm, while a child has yet to open its
+            # database connection, and nothing can be handed back before the first job is done.
+            self._next_job = 1
+            self._hand_out()
+            self._results[0] = local(0, self._poll_now)
         while self._next_result < jobs:
             self._hand_out()
             if self._next_result in self._results:
@@ -150,6 +156,10 @@ class ForkedWorkers:
                 self._next_result += 1
                 continue
             if local is not None and self._next_job < jobs and self._next_job < self._next_result + window:
+                self._poll(0)  # a child that finished gets the next job first
+                if self._next_result in self._results or not (
+                        self._next_job < jobs and self._next_job < self._next_result + window):
+                    continue
                 index = self._next_job
                 self._next_job += 1
                 self._results[index] = local(index, self._poll_now)
@@ -181,27 +191,33 @@ class ForkedWorkers:
         ready = wait(list(busy), timeout=timeout)
         for conn in ready:
             child = busy[conn]
-            try:
-                message = conn.recv()
-            except (EOFError, OSError):
-                child.reap(block=True)
-                raise WorkerDied(
-                    f"a shard writer process (pid {child.pid}) stopped ({_exit_status(child.status or 0)}) "
-                    f"in the middle of job {child.job}"
-                ) from None
-            kind = message[0]
-            if kind == "report":
-                self._on_report(message[1])
-            elif kind == "done":
-                self._results[message[1]] = message[2]
-                child.job = None
-                self._idle.append(child)
-            else:  # "error": the child's exception, its traceback as a note
-                _, _, exc, text = message
-                exc.add_note(f"In shard writer process {child.pid}:\n{text}")
-                raise exc
+            while child.job is not None:  # everything it sent so far, up to its job's end
+                self._receive(child)
+                if not conn.poll(0):
+                    break
         self._hand_out()
         return bool(ready)
+
+    def _receive(self, child: _Child) -> None:
+        try:
+            message = child.conn.recv()
+        except (EOFError, OSError):
+            child.reap(block=True)
+            raise WorkerDied(
+                f"a shard writer process (pid {child.pid}) stopped ({_exit_status(child.status or 0)}) "
+                f"in the middle of job {child.job}"
+            ) from None
+        kind = message[0]
+        if kind == "report":
+            self._on_report(message[1])
+        elif kind == "done":
+            self._results[message[1]] = message[2]
+            child.job = None
+            self._idle.append(child)
+        else:  # "error": the child's exception, its traceback as a note
+            _, _, exc, text = message
+            exc.add_note(f"In shard writer process {child.pid}:\n{text}")
+            raise exc
 
     def __exit__(self, *exc_info) -> None:
         if self._finished and exc_info[0] is None:

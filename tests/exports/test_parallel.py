@@ -169,7 +169,7 @@ def test_a_full_disk_in_a_child_comes_back_as_the_same_error(settings, monkeypat
     assert spied["processes"] == [2]
     assert export.status == Export.Status.FAILED and export.files == []
     assert export.error.startswith("The disk is full"), export.error
-    assert "train-000000.tar" in export.error  # the child's own path, kept with the error
+    assert "train-000001.tar" in export.error  # the child's own path (its first shard), kept with the error
     assert stored_under(export.storage_prefix) == []
     assert_children_gone(spied)
 
