@@ -253,3 +253,40 @@ class PreparedInsert:
             columns.append([value] * len(rows))
         with connection.cursor() as cursor:
             cursor.execute(self._statement(connection), columns)
+
+
+_UPDATE_SQL: dict[tuple, str] = {}
+
+
+def save_fields(obj, fields: tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> None:
+    """``obj.save(update_fields=fields)`` with its UPDATE built once per model and fields.
+
+    The same values reach the database (each field's ``pre_save`` and ``get_db_prep_save``) and a
+    row that is gone raises as Django does; the model's ``pre_save``/``post_save`` receivers, if it
+    has any, get the ordinary ``save``.
+    """
+    from django.db import DatabaseError
+    from django.db.models import signals
+
+    model = type(obj)
+    if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+        obj.save(update_fields=fields, using=using)
+        return
+    connection = connections[using]
+    meta = model._meta
+    key = (model, fields, connection.alias)
+    sql = _UPDATE_SQL.get(key)
+    if sql is None:
+        qn = connection.ops.quote_name
+        sets = ", ".join(f"{qn(meta.get_field(name).column)} = %s" for name in fields)
+        sql = _UPDATE_SQL[key] = f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s"
+    params = []
+    for name in fields:
+        field = meta.get_field(name)
+        params.append(field.get_db_prep_save(field.pre_save(obj, False), connection))
+    params.append(meta.pk.get_db_prep_value(obj.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        if cursor.rowcount == 0:
+            raise DatabaseError("Save with update_fields did not affect any rows.")
+    obj._state.db = using

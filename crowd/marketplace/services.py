@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 
-from annotator.prepared import PreparedQuery
+from annotator.prepared import PreparedQuery, save_fields
 from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
 from crowd.marketplace.models import (
     HIT,
@@ -584,6 +584,9 @@ def assignment_accept(*, worker: WorkerProfile, hit_id: str, skip_locked: bool =
         return _accept_locked(worker, hit, now)
 
 
+_HIT_COUNTS = ("num_pending", "num_submitted", "num_completed", "num_available")
+
+
 def _accept_locked(worker: WorkerProfile, hit: HIT, now) -> Assignment:
     """The rest of an accept, inside its transaction, once the HIT's row is locked and the worker
     is known to see its requester."""
@@ -610,7 +613,7 @@ def _accept_locked(worker: WorkerProfile, hit: HIT, now) -> Assignment:
     # taken plus the one new pending assignment are the counts.
     hit.num_pending += 1
     hit.num_available -= 1
-    hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
+    save_fields(hit, _HIT_COUNTS)
     return assignment
 
 
@@ -712,11 +715,11 @@ def assignment_submit(*, worker: WorkerProfile, assignment_id: str, fields: list
         assignment.submit_time = now
         assignment.auto_approval_time = now + timedelta(seconds=hit.hit_type.auto_approval_delay)
         assignment.answer = answer_xml([(k, v) for k, v in fields if k != "assignmentId"])
-        assignment.save(update_fields=["status", "submit_time", "auto_approval_time", "answer"])
+        save_fields(assignment, ("status", "submit_time", "auto_approval_time", "answer"))
         # Under the HIT's row lock every state change is counted: one pending became submitted.
         hit.num_pending = max(0, hit.num_pending - 1)
         hit.num_submitted += 1
-        hit.save(update_fields=["num_pending", "num_submitted", "num_completed", "num_available"])
+        save_fields(hit, _HIT_COUNTS)
     return assignment
 
 

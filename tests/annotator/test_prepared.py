@@ -181,3 +181,22 @@ def test_prepared_insert_writes_what_bulk_create_writes():
         PreparedInsert(ImageLabel, ["id", "image"])
     with pytest.raises(TypeError):
         PreparedInsert(ImageLabel, ["created_at"])
+
+
+def test_save_fields_writes_what_save_writes_and_refuses_a_missing_row():
+    from django.db import DatabaseError
+
+    from annotator.prepared import save_fields
+
+    category = CategoryFactory(name="before", supercategory="s")
+    category.name, category.supercategory = "after", "changed"
+    with CaptureQueriesContext(connection) as ctx:
+        save_fields(category, ("name",))
+    assert len(ctx) == 1 and ctx[0]["sql"].startswith("UPDATE")
+    category.refresh_from_db()
+    assert (category.name, category.supercategory) == ("after", "s")  # only the field named
+    gone = Category(pk=category.pk + 1000, project_id=category.project_id, coco_id=99, name="x")
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        save_fields(gone, ("name",))
+    with pytest.raises(DatabaseError, match="did not affect any rows"):
+        gone.save(update_fields=["name"])  # as Django's own
