@@ -290,3 +290,44 @@ def save_fields(obj, fields: tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> 
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
     obj._state.db = using
+
+
+_INSERT_SQL: dict[tuple, tuple[str, list]] = {}
+
+
+def save_new(obj, using: str = DEFAULT_DB_ALIAS):
+    """``obj.save(force_insert=True)`` for a new row, with its INSERT built once per model.
+
+    Every concrete column but an automatic key is written with the value Django's insert would
+    write (each field's ``pre_save(add=True)``, so ``auto_now_add`` is stamped, then
+    ``get_db_prep_save``); the new key comes back with ``RETURNING`` on PostgreSQL. Models with
+    ``pre_save``/``post_save`` receivers, or a field with a database default or its own
+    placeholder, and other databases get the ordinary ``save``. Returns ``obj``.
+    """
+    from django.db.models import signals
+
+    model = type(obj)
+    connection = connections[using]
+    meta = model._meta
+    key = (model, connection.alias)
+    plan = _INSERT_SQL.get(key)
+    if plan is None:
+        fields = [f for f in meta.concrete_fields if not (f.primary_key and f.get_internal_type() in (
+            "AutoField", "BigAutoField", "SmallAutoField"))]
+        usable = connection.vendor == "postgresql" and not any(
+            hasattr(f, "get_placeholder") or f.db_returning for f in fields)
+        qn = connection.ops.quote_name
+        sql = (f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}") if usable else ""
+        plan = _INSERT_SQL[key] = (sql, fields)
+    sql, fields = plan
+    if not sql or signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+        obj.save(force_insert=True, using=using)
+        return obj
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        obj.pk = cursor.fetchone()[0]
+    obj._state.adding = False
+    obj._state.db = using
+    return obj

@@ -20,7 +20,7 @@ from shapely.geometry import Polygon as ShapelyPolygon
 
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
 from annotator.announce import announce
-from annotator.prepared import PreparedInsert, PreparedQuery
+from annotator.prepared import PreparedInsert, PreparedQuery, save_new
 from frontend import clock
 from frontend.answers import SCHEMA_VERSION, AnswerError, CleanAnswer, answer_clean
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult, VerificationVote
@@ -275,11 +275,11 @@ def answer_submit(
             raise AnswerError(f"You may try the training again from {retry_at:%H:%M} UTC.")
     try:
         with transaction.atomic():
-            stored = TaskAnswer.objects.create(
+            stored = save_new(TaskAnswer(
                 task=task, kind=task.kind, schema_version=SCHEMA_VERSION, worker_id=worker_id,
                 assignment_id=assignment_id, hit_id=hit_id, attempt=attempt, answer=clean.data,
                 summary=clean.summary,
-            )
+            ))
             _write_records(task=task, stored=stored, clean=clean)
             transaction.on_commit(lambda: answer_announce(task_id=task.pk))
     except IntegrityError:

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 
-from annotator.prepared import PreparedQuery, save_fields
+from annotator.prepared import PreparedQuery, save_fields, save_new
 from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
 from crowd.marketplace.models import (
     HIT,
@@ -603,9 +603,9 @@ def _accept_locked(worker: WorkerProfile, hit: HIT, now) -> Assignment:
         raise WorkerError("All assignments of this HIT are taken. Try another HIT.")
     try:
         # No savepoint: an error here ends the whole transaction, which is rolled back.
-        assignment = Assignment.objects.create(
+        assignment = save_new(Assignment(
             hit=hit, worker=worker, accept_time=now,
-            deadline=now + timedelta(seconds=hit.hit_type.assignment_duration))
+            deadline=now + timedelta(seconds=hit.hit_type.assignment_duration)))
     except IntegrityError:  # the one-per-worker constraint, should a lock ever be bypassed
         raise WorkerError("You have already accepted or done this HIT; each worker may do it once.") from None
     _grant_auto_qualifications(worker, hit.hit_type)

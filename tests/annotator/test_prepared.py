@@ -200,3 +200,26 @@ def test_save_fields_writes_what_save_writes_and_refuses_a_missing_row():
         save_fields(gone, ("name",))
     with pytest.raises(DatabaseError, match="did not affect any rows"):
         gone.save(update_fields=["name"])  # as Django's own
+
+
+def test_save_new_writes_what_create_writes():
+    from annotator.prepared import save_new
+    from frontend.models import TaskAnswer, TaskItem
+
+    project = ProjectFactory()
+    task = TaskItem.objects.create(kind="categories", project=project, image_ids=[1])
+    values = dict(task=task, kind="categories", schema_version=1, worker_id="W", hit_id="H", attempt=1,
+                  answer={"images": [{"image": 1, "present": []}]}, summary="1 image")
+    before = datetime.now(timezone.utc)
+    ours = save_new(TaskAnswer(assignment_id="A1", **values))
+    django_s = TaskAnswer.objects.create(assignment_id="A2", **values)
+    assert ours.pk is not None and ours.pk != django_s.pk and not ours._state.adding
+    a, b = TaskAnswer.objects.get(pk=ours.pk), TaskAnswer.objects.get(pk=django_s.pk)
+    skip = {"id", "assignment_id", "created_at"}
+    assert ({f.attname: getattr(a, f.attname) for f in TaskAnswer._meta.concrete_fields if f.attname not in skip}
+            == {f.attname: getattr(b, f.attname) for f in TaskAnswer._meta.concrete_fields if f.attname not in skip})
+    assert a.created_at >= before
+    from django.db import IntegrityError
+
+    with pytest.raises(IntegrityError), transaction.atomic():  # the unique constraint, as create meets it
+        save_new(TaskAnswer(assignment_id="A1", **values))
