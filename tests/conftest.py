@@ -60,6 +60,25 @@ def point_celery_at(app, url: str, options: dict) -> None:
 
 
 @pytest.fixture
+def s3_storage(moto_s3, settings, monkeypatch):
+    """Media on a fresh bucket of moto's S3 server, through django-storages: (boto3 client, bucket)."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    bucket = f"media-{uuid.uuid4().hex[:10]}"
+    s3 = boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_s3.url, "region_name": "us-east-1",
+                    "file_overwrite": False, "default_acl": None, "querystring_auth": True}}}
+    return s3, bucket
+
+
+@pytest.fixture
 def celery_worker_factory(transactional_db, redis_server, settings):
     """Start real Celery worker processes on the Redis broker, sharing the test database."""
     from annotator.celery import app

@@ -11,9 +11,7 @@ import hashlib
 import os
 import signal
 import time
-import uuid
 
-import boto3
 import pytest
 from django.core.files.storage import default_storage
 
@@ -221,18 +219,6 @@ def test_an_export_cancelled_while_processes_write_stops_them_and_publishes_noth
     assert_children_gone(spied)
 
 
-@pytest.fixture
-def s3_storage(moto_s3, settings, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bucket = f"parallel-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1")
-    s3.create_bucket(Bucket=bucket)
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_s3.url, "region_name": "us-east-1",
-                    "file_overwrite": False, "default_acl": None}}}
-    return s3, bucket
 
 
 @pytest.mark.services

@@ -6,7 +6,6 @@ import hashlib
 import json
 import time
 
-import boto3
 import pytest
 from django.core.files.storage import default_storage
 from rest_framework.test import APIClient
@@ -43,21 +42,6 @@ def test_an_export_queued_through_the_api_is_built_by_a_real_worker(celery_worke
     assert sum(manifest["splits"][s]["images"] for s in manifest["splits"]) == 10
 
 
-@pytest.fixture
-def s3_storage(moto_s3, settings, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bucket = f"exports-{time.monotonic_ns()}"
-    boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1").create_bucket(Bucket=bucket)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "storages.backends.s3.S3Storage",
-            "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_s3.url, "region_name": "us-east-1",
-                        "file_overwrite": False, "default_acl": None, "querystring_auth": True},
-        },
-    }
-    return boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1"), bucket
 
 
 @pytest.mark.django_db

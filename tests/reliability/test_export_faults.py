@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -318,20 +317,11 @@ def test_a_full_media_disk_while_publishing_fails_the_export_cleanly(media_disk,
 
 
 @pytest.mark.django_db
-def test_recovery_deletes_a_dead_builds_files_from_s3_too(moto_s3, settings, monkeypatch):
+def test_recovery_deletes_a_dead_builds_files_from_s3_too(s3_storage, settings):
     """On S3 the dead build's objects are listed by prefix and deleted, then the export is built."""
-    import boto3
     from django.core.files.base import ContentFile
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    bucket = f"recover-{uuid.uuid4().hex[:8]}"
-    s3 = boto3.client("s3", endpoint_url=moto_s3.url, region_name="us-east-1")
-    s3.create_bucket(Bucket=bucket)
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {"bucket_name": bucket, "endpoint_url": moto_s3.url, "region_name": "us-east-1",
-                    "file_overwrite": False, "default_acl": None}}}
+    s3, bucket = s3_storage
     built = build_project(n_images=4)  # its images go to the bucket too
     export = export_create(project=built.project, queue=False, min_shards=1)
     dead = f"exports/project-{built.project.pk}/export-{export.number}-deadbuild000"
