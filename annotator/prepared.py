@@ -18,6 +18,14 @@ and the other parameters agree: a ``build`` that hides a varying value, or whose
 the values themselves (an empty ``__in`` list, an out-of-range integer), is refused at that point
 and runs through the ORM instead, every time, with the same results.
 
+On PostgreSQL these statements (and ``PreparedInsert``, ``save_fields`` and ``save_new`` below)
+are sent with their values bound by the server (the extended protocol), not spliced into the SQL
+text as Django's own cursors do, and prepared on a connection's first use of each: later runs
+name the statement kept on the server and send only the values. Both the client's quoting of
+every value and the server's parsing and planning of every statement are saved.
+``PREPARED_STATEMENTS = False`` (for a connection pooler that cannot keep prepared statements,
+such as PgBouncer before 1.21 in transaction mode) sends them as Django sends everything else.
+
 Rows become model instances the way Django's ``ModelIterable`` makes them (``from_db``, the
 ``select_related`` populators, annotations, deferred fields left deferred), from the compiler
 kept from the first compilation. Only PostgreSQL takes the prepared path; other databases (SQLite
@@ -30,6 +38,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.query import FlatValuesListIterable, ModelIterable, ValuesListIterable, get_related_populators
 from django.db.transaction import TransactionManagementError
@@ -48,6 +57,43 @@ def _marker(kind: type, salt: int, index: int) -> Any:
     if kind is str:
         return f"\x1fprepared-marker-{salt}-{index}\x1f"
     return datetime(2001, 1 + salt, 1 + index, 0, 0, 0, 7 + salt, tzinfo=timezone.utc)
+
+
+_preparing_cursor = None
+
+
+def _cursor(connection):
+    """Django's cursor wrapper (execute wrappers, query logging, error translation) around a
+    cursor whose values the server binds and whose statements it keeps prepared, on PostgreSQL
+    unless ``PREPARED_STATEMENTS`` is off."""
+    global _preparing_cursor
+    wrapper = connection.cursor()
+    if connection.vendor == "postgresql" and getattr(settings, "PREPARED_STATEMENTS", True):
+        if _preparing_cursor is None:
+            from django.db.backends.postgresql.base import ServerBindingCursor
+
+            class PreparingCursor(ServerBindingCursor):
+                # Django connects with prepare_threshold=None (never prepare): these statements
+                # are the hot ones, prepared on first use (psycopg keeps up to 100 per connection).
+                def execute(self, query, params=None, *, prepare=None, binary=None):
+                    return super().execute(query, params, prepare=True if prepare is None else prepare,
+                                           binary=binary)
+
+                def _send_query_prepared(self, name, pgq, *, binary=None):
+                    # Django's query log (DEBUG, CaptureQueriesContext) reads the statement from
+                    # ``_query``, which psycopg sets only for statements it does not prepare.
+                    self._query = pgq
+                    return super()._send_query_prepared(name, pgq, binary=binary)
+
+            _preparing_cursor = PreparingCursor
+        pg = connection.connection
+        if pg.prepare_threshold is None:
+            # psycopg prepares nothing while this is None (as Django connects); a threshold no
+            # statement reaches lets ``prepare=True`` through and still prepares nothing else.
+            pg.prepare_threshold = 1 << 62
+        wrapper.cursor.close()
+        wrapper.cursor = _preparing_cursor(pg)
+    return wrapper
 
 
 class _Plan:
@@ -149,7 +195,7 @@ class PreparedQuery:
         params = list(plan.params)
         for position, index, wrap in plan.slots:
             params[position] = args[index] if wrap is None else wrap(args[index])
-        with connection.cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(plan.sql, params)
             rows = cursor.fetchall()
         if plan.trim is not None:
@@ -251,7 +297,7 @@ class PreparedInsert:
             value = field.get_db_prep_save(now.date() if field.get_internal_type() == "DateField" else now,
                                            connection)
             columns.append([value] * len(rows))
-        with connection.cursor() as cursor:
+        with _cursor(connection) as cursor:
             cursor.execute(self._statement(connection), columns)
 
 
@@ -285,7 +331,7 @@ def save_fields(obj, fields: tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> 
         field = meta.get_field(name)
         params.append(field.get_db_prep_save(field.pre_save(obj, False), connection))
     params.append(meta.pk.get_db_prep_value(obj.pk, connection))
-    with connection.cursor() as cursor:
+    with _cursor(connection) as cursor:
         cursor.execute(sql, params)
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
@@ -325,7 +371,7 @@ def save_new(obj, using: str = DEFAULT_DB_ALIAS):
         obj.save(force_insert=True, using=using)
         return obj
     params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with connection.cursor() as cursor:
+    with _cursor(connection) as cursor:
         cursor.execute(sql, params)
         obj.pk = cursor.fetchone()[0]
     obj._state.adding = False

@@ -120,6 +120,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+# The task flow's hot statements (annotator/prepared.py) have their values bound by PostgreSQL and
+# are prepared once per connection; off for a pooler that cannot keep prepared statements.
+PREPARED_STATEMENTS = env.bool("PREPARED_STATEMENTS", default=True)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -245,6 +248,8 @@ EXPORT_TMP_DIR = Path(env.str("EXPORT_TMP_DIR", default=str(VAR_DIR / "export-tm
 EXPORT_PROGRESS_SECONDS = env.float("EXPORT_PROGRESS_SECONDS", default=0.5)
 # Processes writing an export's shards: 0 = one per CPU (at most one per shard), 1 = in the build's own.
 EXPORT_PROCESSES = env.int("EXPORT_PROCESSES", default=0)
+# ... and at most one per this many samples of the export: a small export is written in one.
+EXPORT_SAMPLES_PER_PROCESS = env.int("EXPORT_SAMPLES_PER_PROCESS", default=4000)
 
 # --- Reliability: faults and recovery (docs/reliability.md, "Faults") ------------------------
 # A running export renews its lease at each progress report; one whose lease ran out lost its

@@ -96,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--signup-concurrency", type=int, default=4, help="workers signing up at once (default 4)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, client log)")
+    p.add_argument("--py-spy", metavar="DIR", default=None,
+                   help="sample the web tier's Python stacks (threads holding the GIL: its CPU in Python) with py-spy (not in requirements: pip install "
+                        "py-spy) during the baseline and the capacity phase (or the load with --think 0), "
+                        "writing collapsed stacks to DIR/<phase>.txt for flame graphs")
     args = p.parse_args(argv)
     if args.workers < 1 or args.seconds <= 0:
         p.error("--workers and --seconds must be positive")
@@ -717,7 +721,26 @@ async def export_follow(aiohttp, base: str, project_id: int, token: str, start_a
         out["error"] = "not finished after 900 s"
 
 
-async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot, activity: PgActivity) -> dict:
+def py_spy(stack: "Stack", out_dir: str | None):
+    """A function that samples gunicorn's processes for one phase with py-spy, or does nothing."""
+    if not out_dir:
+        return lambda phase, seconds: None
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if not exe:
+        raise SystemExit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+
+    def start(phase: str, seconds: float):
+        target = Path(out_dir) / f"{phase}.txt"
+        return subprocess.Popen([exe, "record", "--pid", str(stack.procs["web"].pid), "--subprocesses",
+                                 "--rate", "200", "--format", "raw", "--duration", str(max(1, int(seconds))),
+                                 "--nonblocking", "--gil", "--output", str(target)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return start
+
+
+async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot, activity: PgActivity,
+                     profile=lambda phase, seconds: None) -> dict:
     import aiohttp
 
     check_loopback(base)
@@ -743,6 +766,7 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot
         cpu0 = snapshot()
         base_rec.started = time.monotonic()
         deadline = base_rec.started + args.baseline_seconds
+        profile("baseline", args.baseline_seconds)
         await asyncio.gather(*(baseline_loop(session, base, setup.image_ids, deadline, base_rec,
                                              random.Random(args.seed + i)) for i in range(args.workers)))
         base_rec.ended = time.monotonic()
@@ -754,6 +778,8 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot
     cpu0 = snapshot()
     rec.started = time.monotonic()
     deadline = rec.started + args.seconds
+    if not args.capacity_seconds:
+        profile("load", args.seconds)
     exporter = asyncio.create_task(export_follow(aiohttp, base, setup.project_id, setup.api_token,
                                                  rec.started + args.export_at, export))
     sampler = asyncio.create_task(sample_every(activity, 0.5, deadline))
@@ -770,6 +796,7 @@ async def client_run(base: str, setup: Setup, args: argparse.Namespace, snapshot
         cpu0 = snapshot()
         cap.started = time.monotonic()
         deadline = cap.started + args.capacity_seconds
+        profile("capacity", args.capacity_seconds)
         await asyncio.gather(*(work_loop(w, base, setup.hit_type_id, deadline, cap, log,
                                          random.Random(rnd.random())) for w in workers))
         cap.ended = time.monotonic()
@@ -997,7 +1024,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["setup_seconds"]["total"] = round(time.perf_counter() - t0, 1)
         activity = PgActivity(stack.pg.port)
         try:
-            run = asyncio.run(client_run(stack.base, setup, args, lambda: cpu_snapshot(stack), activity))
+            run = asyncio.run(client_run(stack.base, setup, args, lambda: cpu_snapshot(stack), activity,
+                                         py_spy(stack, args.py_spy)))
         finally:
             activity.close()
         result["load_average"]["end_of_load"] = round(os.getloadavg()[0], 1)
