@@ -72,59 +72,82 @@ def check(request: HttpRequest, *, group: str, key: str, setting: str, what: str
     Refusal when the count is over the rate, None otherwise (or when the limit is switched off by
     an empty setting, or the cache is unreachable).
     """
-    rate = _rate(setting)
-    if rate is None:
+    return _check_many(request, [(group, key, setting)], what)
+
+
+def check_all(request: HttpRequest, *, group: str, keys: list[tuple[str, str]], what: str) -> Refusal | None:
+    """``check`` for several ``(key, setting)`` pairs, counted together (one Redis round trip);
+    the first refusal, every key being counted."""
+    return _check_many(request, [(f"{group}:{setting}", key, setting) for key, setting in keys], what)
+
+
+def _check_many(request: HttpRequest, items: list[tuple[str, str, str]], what: str) -> Refusal | None:
+    rated = [(group, key, rate) for group, key, setting in items if (rate := _rate(setting)) is not None]
+    if not rated:
         return None
-    value_key = key if key == "ip" else (lambda _group, _request: key)
     try:
-        usage = _redis_usage(request, group=group, key=key, rate=rate)
-        if usage is _NOT_REDIS:
-            usage = get_usage(request, group=group, key=value_key, rate=rate, increment=True)
+        usages = _redis_usages(request, rated)
+        if usages is _NOT_REDIS:
+            usages = [get_usage(request, group=group, rate=rate, increment=True,
+                                key=key if key == "ip" else (lambda _group, _request, key=key: key))
+                      for group, key, rate in rated]
     except Exception:  # noqa: BLE001 - a cache outage must not turn submissions into errors
-        log.warning("rate limit %s not counted: the cache is unreachable", group, exc_info=True)
+        log.warning("rate limits %s not counted: the cache is unreachable", [g for g, _, _ in rated], exc_info=True)
         return None
-    if usage is None or not usage["should_limit"]:
-        return None
-    retry_after = max(1, int(usage["time_left"]))
-    return Refusal(
-        message=(f"Too many {what} ({usage['limit']} allowed per {_period(rate)}). "
-                 f"Try again in {retry_after} seconds."),
-        retry_after=retry_after,
-    )
+    for (_, _, rate), usage in zip(rated, usages):
+        if usage is not None and usage["should_limit"]:
+            retry_after = max(1, int(usage["time_left"]))
+            return Refusal(
+                message=(f"Too many {what} ({usage['limit']} allowed per {_period(rate)}). "
+                         f"Try again in {retry_after} seconds."),
+                retry_after=retry_after,
+            )
+    return None
 
 
 _NOT_REDIS = object()
 
+# For each key: start its counter at 0 with the window's expiry unless it exists, then count one.
+_COUNT_LUA = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'EX', ARGV[i], 'NX')
+  counts[i] = redis.call('INCR', key)
+end
+return counts
+"""
+_count_script = None
 
-def _redis_usage(request: HttpRequest, *, group: str, key: str, rate: str):
-    """django-ratelimit's count in one Redis round trip instead of three, or ``_NOT_REDIS``.
 
-    ``get_usage`` adds the counter (``cache.add``), then increments it with ``cache.incr``, which
-    Django's Redis cache does as EXISTS and INCR. Here the same key, window and expiry, in one
-    MULTI/EXEC: ``SET key 0 EX period+fudge NX`` then ``INCR key``, so the first request of a
-    window counts 1 as with ``add`` and the counter never outlives its window.
+def _redis_usages(request: HttpRequest, rated: list[tuple[str, str, str]]):
+    """django-ratelimit's counts for ``(group, key, rate)`` in one Redis round trip, or ``_NOT_REDIS``.
+
+    ``get_usage`` adds each counter (``cache.add``), then increments it with ``cache.incr``, which
+    Django's Redis cache does as EXISTS and INCR: three round trips per limit. Here every limit of
+    a request at once, in one script run atomically by Redis: the same keys, windows and expiry,
+    ``SET key 0 EX period+fudge NX`` then ``INCR key``, so the first request of a window counts 1
+    as with ``add`` and no counter outlives its window.
     """
+    global _count_script
     cache = ratelimit_core.caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")]
     if not isinstance(cache, DjangoRedisCache) or not getattr(settings, "RATELIMIT_ENABLE", True):
         return _NOT_REDIS
-    value = ratelimit_core._SIMPLE_KEYS["ip"](request) if key == "ip" else key
-    limit, period = ratelimit_core._split_rate(rate)
-    window = ratelimit_core._get_window(value, period)
-    cache_key = cache.make_and_validate_key(
-        ratelimit_core._make_cache_key(group, window, rate, value, ratelimit_core.ALL))
-    client = cache._cache.get_client(cache_key, write=True)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.set(cache_key, 0, ex=period + ratelimit_core.EXPIRATION_FUDGE, nx=True)
-        pipe.incr(cache_key)
-        count = pipe.execute()[1]
-    return {"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - int(time.time())}
-
-
-def check_all(request: HttpRequest, *, group: str, keys: list[tuple[str, str]], what: str) -> Refusal | None:
-    """``check`` for several ``(key, setting)`` pairs; the first refusal, counting every key."""
-    refusals = [check(request, group=f"{group}:{setting}", key=key, setting=setting, what=what)
-                for key, setting in keys]
-    return next((r for r in refusals if r is not None), None)
+    keys, expiries, plans = [], [], []
+    now = int(time.time())
+    for group, key, rate in rated:
+        value = ratelimit_core._SIMPLE_KEYS["ip"](request) if key == "ip" else key
+        limit, period = ratelimit_core._split_rate(rate)
+        window = ratelimit_core._get_window(value, period)
+        keys.append(cache.make_and_validate_key(
+            ratelimit_core._make_cache_key(group, window, rate, value, ratelimit_core.ALL)))
+        expiries.append(period + ratelimit_core.EXPIRATION_FUDGE)
+        plans.append((limit, window))
+    client = cache._cache.get_client(keys[0], write=True)  # writes all go to the first server
+    if _count_script is None:
+        _count_script = client.register_script(_COUNT_LUA)
+    counts = _count_script(keys=keys, args=expiries, client=client)
+    return [{"count": count, "limit": limit, "should_limit": count > limit, "time_left": window - now}
+            for count, (limit, window) in zip(counts, plans)]
 
 
 def _period(rate: str) -> str:
@@ -164,6 +187,15 @@ def login_limited(view: Callable) -> Callable:
         return view(request, *args, **kwargs)
 
     return wrapped
+
+
+def submission_refusal(request: HttpRequest, *, group: str, worker_id: str = "") -> Refusal | None:
+    """The limits on answer submissions per client IP and, when known, per worker id, counted
+    together (one Redis round trip)."""
+    items = [(f"{group}:ip", "ip", "RATELIMIT_SUBMIT_IP")]
+    if worker_id:
+        items.append((f"{group}:worker", f"worker:{worker_id[:128]}", "RATELIMIT_SUBMIT_WORKER"))
+    return _check_many(request, items, "submissions")
 
 
 def submission_ip_refusal(request: HttpRequest, *, group: str) -> Refusal | None:

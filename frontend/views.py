@@ -107,39 +107,51 @@ def _error(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"ok": False, "error": message}, status=status)
 
 
-@csrf_exempt  # framed pages have no cookies; direct submissions are CSRF-checked below
-@require_POST
-def task_answer(request: HttpRequest, kind: str, token: str) -> JsonResponse:
-    refusal = ratelimit.submission_ip_refusal(request, group="tools-answer")
-    if refusal is not None:
-        return ratelimit.json_response(refusal)
-    task = _task_or_404(kind, token)
+def _answer_body(request: HttpRequest) -> tuple[dict | None, JsonResponse | None]:
+    """The posted ``{"host": {...}, "answer": ...}``, or the error to answer with."""
     try:
         body = json.loads(request.body or b"null", parse_int=_bounded_int)
     except RequestDataTooBig:
-        return _error("The answer is too large.", 413)
+        return None, _error("The answer is too large.", 413)
     except _NumberTooLarge as exc:
-        return _error(str(exc))
+        return None, _error(str(exc))
     except RecursionError:
-        return _error("The answer is nested too deeply to be an answer.")
+        return None, _error("The answer is nested too deeply to be an answer.")
     except (ValueError, UnicodeDecodeError):
-        return _error("The answer is not valid JSON.")
+        return None, _error("The answer is not valid JSON.")
     if not isinstance(body, dict) or not isinstance(body.get("host"), dict):
-        return _error("Expected {\"host\": {...}, \"answer\": {...}}.")
-    host = body["host"]
+        return None, _error("Expected {\"host\": {...}, \"answer\": {...}}.")
+    return body, None
+
+
+@csrf_exempt  # framed pages have no cookies; direct submissions are CSRF-checked below
+@require_POST
+def task_answer(request: HttpRequest, kind: str, token: str) -> JsonResponse:
+    body, error = _answer_body(request)
+    host = body["host"] if error is None else {}
+    worker_id = assignment_id = hit_id = None
     if host.get("assignmentId"):
         worker_id, assignment_id, hit_id = host.get("workerId"), host.get("assignmentId"), host.get("hitId", "")
         if not all(isinstance(v, str) for v in (worker_id, assignment_id, hit_id)):
-            return _error("assignmentId, workerId and hitId must be text.")
-    else:
+            error, worker_id = _error("assignmentId, workerId and hitId must be text."), None
+    # Counted before the database is read, even for a body that is refused: the client address
+    # and the worker the host names (one Redis round trip).
+    refusal = ratelimit.submission_refusal(request, group="tools-answer",
+                                           worker_id=worker_id.strip() if worker_id else "")
+    if refusal is not None:
+        return ratelimit.json_response(refusal)
+    task = _task_or_404(kind, token)
+    if error is not None:
+        return error
+    if worker_id is None:
         if not request.user.is_authenticated:
             return _error("Sign in to submit, or open the task from a HIT.", 403)
         if CsrfViewMiddleware(lambda r: None).process_view(request, None, (), {}) is not None:
             return _error("The page is out of date (CSRF check failed); reload it.", 403)
         (worker_id, assignment_id), hit_id = _direct_identity(request), ""
-    refusal = ratelimit.submission_worker_refusal(request, group="tools-answer", worker_id=worker_id.strip())
-    if refusal is not None:
-        return ratelimit.json_response(refusal)
+        refusal = ratelimit.submission_worker_refusal(request, group="tools-answer", worker_id=worker_id.strip())
+        if refusal is not None:
+            return ratelimit.json_response(refusal)
     try:
         answer, created = services.answer_submit(
             task=task, worker_id=worker_id, assignment_id=assignment_id, hit_id=hit_id, answer=body.get("answer")

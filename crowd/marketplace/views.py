@@ -318,12 +318,12 @@ def external_submit(request):
     gets a same-site confirmation page that posts again with it."""
     if request.method != "POST":
         return _message(request, "Nothing to see here", "Work is submitted from the task's own form.", status=405)
-    refusal = ratelimit.submission_ip_refusal(request, group="external-submit")
+    worker = _worker_of(request.user) if request.user.is_authenticated else None
+    # The client address and the signed-in worker, counted together (one Redis round trip).
+    refusal = ratelimit.submission_refusal(request, group="external-submit",
+                                           worker_id=worker.worker_id if worker else "")
     fields = [(k, v) for k, values in request.POST.lists() for v in values if k != "_confirm"]
     assignment_id = request.POST.get("assignmentId", "")
-    worker = _worker_of(request.user) if request.user.is_authenticated else None
-    refusal = refusal or (worker and ratelimit.submission_worker_refusal(
-        request, group="external-submit", worker_id=worker.worker_id))
     if refusal:
         response = _message(request, "Too many submissions", refusal.message, status=429)
         response["Retry-After"] = str(refusal.retry_after)

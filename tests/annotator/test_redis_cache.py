@@ -89,3 +89,23 @@ def test_an_unreachable_redis_lets_requests_through(settings):
     finally:
         caches["default"].close()
         del caches["default"]
+
+
+def test_a_submission_counts_its_address_and_its_worker_in_one_round_trip(redis_cache, settings):
+    _, raw = redis_cache
+    settings.RATELIMIT_SUBMIT_IP = "5/m"
+    settings.RATELIMIT_SUBMIT_WORKER = "2/m"
+    request = RequestFactory().post("/mturk/externalSubmit", REMOTE_ADDR="10.0.0.9")
+    raw.config_resetstat()
+    results = [ratelimit.submission_refusal(request, group="external-submit", worker_id="W9") for _ in range(3)]
+    stats = raw.info("commandstats")
+    # One script run per submission (redis.call inside it is not a round trip of its own).
+    assert sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval")) == 3
+    assert results[:2] == [None, None]
+    assert results[2] is not None and "2 allowed per minute" in results[2].message  # the worker's limit
+    keys = sorted(raw.keys("*"))
+    assert len(keys) == 2 and sorted(int(raw.get(k)) for k in keys) == [3, 3]
+    assert all(0 < raw.ttl(k) <= 60 + 5 for k in keys)
+    # The address alone: another worker from the same address is refused once the address's 5 are used.
+    other = [ratelimit.submission_refusal(request, group="external-submit", worker_id=f"X{i}") for i in range(3)]
+    assert other[:2] == [None, None] and "5 allowed per minute" in other[2].message
