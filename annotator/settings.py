@@ -249,7 +249,7 @@ EXPORT_PROGRESS_SECONDS = env.float("EXPORT_PROGRESS_SECONDS", default=0.5)
 # Processes writing an export's shards: 0 = one per CPU (at most one per shard), 1 = in the build's own.
 EXPORT_PROCESSES = env.int("EXPORT_PROCESSES", default=0)
 # ... and at most one per this many samples of the export: a small export is written in one.
-EXPORT_SAMPLES_PER_PROCESS = env.int("EXPORT_SAMPLES_PER_PROCESS", default=4000)
+EXPORT_SAMPLES_PER_PROCESS = env.int("EXPORT_SAMPLES_PER_PROCESS", default=1000)
 
 # --- Reliability: faults and recovery (docs/reliability.md, "Faults") ------------------------
 # A running export renews its lease at each progress report; one whose lease ran out lost its

@@ -341,12 +341,32 @@ def instance_of(row: tuple, category_id: int, width: int, height: int) -> dict[s
     }
 
 
-_two_places = "%.2f".__mod__
+_FORMATS: dict[int, str] = {}  # "%.2f," repeated n times, by n
+
+
+def _rounded_values(values: Sequence[float]) -> str | None:
+    """``coordinates_json``'s numbers, each followed by a comma ("10.0,60.5,"), or None."""
+    try:
+        if not (-1e9 < min(values) and max(values) < 1e9):
+            return None
+        n = len(values)
+        fmt = _FORMATS.get(n)
+        if fmt is None:
+            fmt = "%.2f," * n
+            if n <= 4096:
+                _FORMATS[n] = fmt
+        text = fmt % tuple(values)  # one C call for them all
+    except TypeError:
+        return None
+    if "n" in text:  # nan, inf: min and max may not see them
+        return None
+    return text.replace("0,", ",")
 
 
 def coordinates_json(values: Sequence[float]) -> str | None:
     """``[round(float(v), 2) for v in values]`` as the sample JSON writes it (``float.__repr__``
-    of each), built by C-level calls rather than one ``round`` and one ``repr`` per coordinate.
+    of each), built by one C-level format rather than one ``round`` and one ``repr`` per
+    coordinate.
 
     ``"%.2f"`` rounds as ``round(v, 2)`` does (both round the exact binary value to two places,
     halves to even), and for ``|v| < 1e9`` the shortest text that reads back as that float,
@@ -356,23 +376,34 @@ def coordinates_json(values: Sequence[float]) -> str | None:
     """
     if not values:
         return "[]"
-    try:
-        if not (-1e9 < min(values) and max(values) < 1e9):
-            return None
-        text = ",".join(map(_two_places, values)) + ","
-    except TypeError:
-        return None
-    if "n" in text:  # nan, inf: min and max may not see them
-        return None
-    return "[" + text.replace("0,", ",")[:-1] + "]"
+    text = _rounded_values(values)
+    return None if text is None else "[" + text[:-1] + "]"
+
+
+_INSTANCE_TEMPLATES: dict[tuple[bool, tuple[int, ...]], str] = {}
+
+
+def _instance_template(key: tuple[bool, tuple[int, ...]]) -> str:
+    """The text of an instance (``instance_json``) with ``%s`` for its numbers, category, confidence
+    and id, for a polygon with a point or not and parts of these lengths."""
+    template = _INSTANCE_TEMPLATES.get(key)
+    if template is None:
+        point, lengths = key
+        segmentation = "],[".join(",".join(["%s"] * n) for n in lengths)
+        template = ('{"area":%s,"bbox":[%s,%s,%s,%s],"category_id":%s,"confidence":%s,"id":%s,"iscrowd":0,'
+                    f'"points":{"[[%s,%s]]" if point else "[]"},"segmentation":[[{segmentation}]]}}')
+        if len(_INSTANCE_TEMPLATES) >= 4096:  # shapes are few; bound them all the same
+            _INSTANCE_TEMPLATES.clear()
+        _INSTANCE_TEMPLATES[key] = template
+    return template
 
 
 def instance_json(row: tuple, category_id: int, width: int, height: int) -> str:
     """``instance_of`` as the sample JSON's text (sorted keys, no spaces): the same bytes as
     encoding its dict, without building the dict and a float per coordinate. All the numbers
-    of a polygon (area, bbox, point, parts) are written by one ``coordinates_json`` and cut
-    back into their fields. Crowd regions and anything unusual go through ``instance_of``
-    and the encoder."""
+    of a polygon (area, bbox, point, parts) are formatted by one ``%`` (see
+    ``coordinates_json``) and put into a template of the instance's shape by another. Crowd
+    regions and anything unusual go through ``instance_of`` and the encoder."""
     pk, _, _, parts, area, bbox, is_crowd, confidence, px, py = row
     if (not is_crowd and type(pk) is int and type(category_id) is int and type(parts) is list and parts
             and type(bbox) is list and len(bbox) == 4 and all(type(part) is list for part in parts)):
@@ -385,18 +416,12 @@ def instance_json(row: tuple, category_id: int, width: int, height: int) -> str:
         numbers = [area, *bbox] if px is None else [area, *bbox, px, py]
         for part in parts:
             numbers += part
-        text = coordinates_json(numbers)
+        text = _rounded_values(numbers)
         if text is not None and conf is not None:
-            values = text[1:-1].split(",")
-            at = 5 if px is None else 7
-            segmentation = []
-            for part in parts:
-                segmentation.append(",".join(values[at:at + len(part)]))
-                at += len(part)
-            point = "[]" if px is None else f"[[{values[5]},{values[6]}]]"
-            return (f'{{"area":{values[0]},"bbox":[{",".join(values[1:5])}],"category_id":{category_id},'
-                    f'"confidence":{conf},"id":{pk},"iscrowd":0,"points":{point},'
-                    f'"segmentation":[[{"],[".join(segmentation)}]]}}')
+            values = text.split(",")  # the last one empty: each number ends with a comma
+            values[-1:] = ()
+            return _instance_template((px is not None, tuple(map(len, parts)))) % (
+                *values[:5], category_id, conf, pk, *values[5:])
     return encode_json(instance_of(row, category_id, width, height))
 
 

@@ -77,17 +77,20 @@ class TarWriter:
         self.sha256 = hashlib.sha256()
         self.size = 0
         self._scratch = scratch
+        self._pending: Future | None = None
         if scratch is not None:  # buffers and thread of a previous writer, already allocated
             flush_bytes = len(scratch.buffers[0])
             self._buffer, self._spare = scratch.buffers
             self._pool: ThreadPoolExecutor | None = scratch.pool
+            # The previous writer's last hand-off, if it did not wait for it (``close(wait=False)``):
+            # ``_spare`` is free once it is written, which the first ``_submit`` waits for.
+            self._pending, scratch.pending = scratch.pending, None
         else:
             self._buffer = memoryview(bytearray(flush_bytes))  # being filled
             self._spare = memoryview(bytearray(flush_bytes))  # being written, or free
             self._pool = None
         self._capacity = flush_bytes
         self._pos = 0
-        self._pending: Future | None = None
 
     def _out(self, data: bytes | memoryview) -> None:
         n = len(data)
@@ -216,18 +219,32 @@ class TarWriter:
         if rest:
             self._out(_ZEROS[:BLOCK - rest])
 
-    def close(self) -> None:
-        """Write the end-of-archive blocks and wait until every byte is in the file and hashed."""
+    def close(self, *, wait: bool = True) -> Future | None:
+        """Write the end-of-archive blocks and wait until every byte is in the file and hashed.
+
+        With ``wait=False`` (only with a ``scratch``), hand them to the writer thread and return
+        at once: ``sha256`` and ``size`` are final, and ``f`` may be closed, once the returned
+        future is done (its ``result()`` raises a failed write). A next writer on the same
+        scratch may start meanwhile; its writes follow these.
+        """
+        if not wait and self._scratch is None:
+            raise ValueError("close(wait=False) needs a TarScratch to hand the pending write on")
         self._out(_ZEROS)
+        last = None
         try:
             self._flush()
-            self._wait()
+            if wait:
+                self._wait()
+            else:
+                last = self._pending
         finally:
             if self._scratch is not None:  # the next writer takes the buffers as they are now
                 self._scratch.buffers = (self._buffer, self._spare)
+                self._scratch.pending = self._pending
             elif self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+        return last
 
     @staticmethod
     def estimate(member_sizes: list[int]) -> int:
@@ -246,6 +263,7 @@ class TarScratch:
     def __init__(self, flush_bytes: int = FLUSH_BYTES) -> None:
         self.buffers = (memoryview(bytearray(flush_bytes)), memoryview(bytearray(flush_bytes)))
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tarwriter")
+        self.pending: Future | None = None  # the last writer's last hand-off, if it did not wait
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -42,6 +42,13 @@ def contents(export: Export) -> dict[str, bytes]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def processes_for_small_exports(settings):
+    """These projects are small: a process for every sample, or their exports would be written in
+    one process (``EXPORT_SAMPLES_PER_PROCESS``; its own test below sets it back)."""
+    settings.EXPORT_SAMPLES_PER_PROCESS = 1
+
+
 @pytest.fixture
 def spied(monkeypatch):
     """The process counts builds chose, and the worker pools they started."""
@@ -131,6 +138,42 @@ def test_the_process_count_follows_the_setting_and_the_shards(settings):
     assert export_processes(shards=64) == 3 and export_processes(shards=2) == 2
     settings.EXPORT_PROCESSES = 1
     assert export_processes(shards=64) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_small_export_is_written_in_one_process(settings):
+    del settings.EXPORT_SAMPLES_PER_PROCESS  # the default, service.SAMPLES_PER_PROCESS
+    per = service.SAMPLES_PER_PROCESS
+    settings.EXPORT_PROCESSES = 0
+    cpus = len(os.sched_getaffinity(0))
+    assert export_processes(shards=64, samples=1000) == 1 and export_processes(shards=64, samples=2 * per - 1) == 1
+    assert export_processes(shards=64, samples=2 * per) == min(2, cpus)
+    assert export_processes(shards=64, samples=1000 * per) == cpus
+    settings.EXPORT_PROCESSES = 3  # the operator's cap
+    assert export_processes(shards=64, samples=1000 * per) == 3 and export_processes(shards=2, samples=1000 * per) == 2
+    settings.EXPORT_SAMPLES_PER_PROCESS = 10
+    assert export_processes(shards=64, samples=25) == 2 and export_processes(shards=64, samples=9) == 1
+
+
+@pytest.mark.postgres_matrix
+@pytest.mark.django_db(transaction=True)
+def test_a_small_export_in_one_process_is_the_bytes_of_several(settings, spied):
+    """The process count follows the export's size; the files do not."""
+    built = build_project(n_images=30)
+    settings.EXPORT_PROCESSES = 2
+    exports = {}
+    for per_process in (service.SAMPLES_PER_PROCESS, 1):  # the default, then a process per sample
+        settings.EXPORT_SAMPLES_PER_PROCESS = per_process
+        export = export_build(export_id=export_create(project=built.project, queue=False, **OPTIONS).pk)
+        assert export.status == Export.Status.DONE, export.error
+        exports[per_process] = export
+    assert spied["processes"] == [1, 2] and [len(p.children) for p in spied["pools"]] == [1]
+    small, forked = exports[service.SAMPLES_PER_PROCESS], exports[1]
+    assert forked.files == small.files and forked.counts == small.counts
+    assert contents(forked) == contents(small)  # every file, manifest.json included
+    assert_children_gone(spied)
+    for export in exports.values():
+        storage_remove_prefix(export.storage_prefix)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -246,7 +289,7 @@ def test_processes_read_images_from_s3_and_the_shards_are_the_same(s3_storage, s
 def test_a_real_celery_worker_writes_shards_in_processes(celery_worker_factory, settings):
     """A prefork worker's processes are daemonic: the shard writers are forked all the same."""
     built = build_project(n_images=16)
-    worker = celery_worker_factory(env={"EXPORT_PROCESSES": "2"}, concurrency=1)
+    worker = celery_worker_factory(env={"EXPORT_PROCESSES": "2", "EXPORT_SAMPLES_PER_PROCESS": "1"}, concurrency=1)
     export = export_create(project=built.project, min_shards=4, formats=["coco", "shards"])
     deadline = time.monotonic() + 90
     while Export.objects.get(pk=export.pk).status not in ("done", "failed", "cancelled"):

@@ -279,6 +279,7 @@ def test_a_full_disk_under_shard_writer_processes_fails_the_export_cleanly(tiny_
     monkeypatch.setattr(service, "export_processes", lambda **kw: chosen.append(real(**kw)) or chosen[-1])
     settings.EXPORT_TMP_DIR = tiny_disk
     settings.EXPORT_PROCESSES = 2
+    settings.EXPORT_SAMPLES_PER_PROCESS = 1  # two processes for these 24 images, not one
     built = big_project(24)
     client = APIClient()
     client.force_login(built.owner)
