@@ -48,6 +48,11 @@ class IncomingRequest:
     body: bytes
 
 
+_active_key = PreparedQuery(
+    lambda access_key_id: RequesterKey.objects.select_related("account", "account__user")
+    .filter(access_key_id=access_key_id, is_active=True).order_by("pk")[:1], str)
+
+
 def authenticate(req: IncomingRequest) -> RequesterKey:
     """The active key that signed ``req``, or an ``AuthError`` shaped like AWS's."""
     header = req.headers.get("authorization", "")
@@ -58,8 +63,7 @@ def authenticate(req: IncomingRequest) -> RequesterKey:
         raise errors.AuthError("IncompleteSignatureException",
                                "Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' "
                                "in the AWS4-HMAC-SHA256 format.")
-    key = (RequesterKey.objects.select_related("account", "account__user")
-           .filter(access_key_id=match["key"], is_active=True).first())
+    key = _active_key.first(match["key"])
     if key is None:
         raise errors.AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
     if match["service"] != SERVICE:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from xml.sax.saxutils import escape
 
@@ -487,7 +487,21 @@ def workers_notify(*, account: RequesterAccount, subject: str, message: str, wor
 
 # --- Time-driven transitions -------------------------------------------------------------------
 
-def catch_up(*, account_id: int | None = None, limit: int = 1000) -> dict:
+CATCH_UP_LIMIT = 1000
+_overdue_of_account = PreparedQuery(
+    lambda account_id, now: Assignment.objects.filter(
+        hit__account_id=account_id, status=Assignment.Status.ACCEPTED, deadline__lte=now)
+    .values_list("pk", "hit__account_id", "hit_id")[:CATCH_UP_LIMIT], int, datetime)
+_due_of_account = PreparedQuery(
+    lambda account_id, now: Assignment.objects.filter(
+        hit__account_id=account_id, status=Assignment.Status.SUBMITTED, auto_approval_time__lte=now)
+    .values_list("pk", "hit__account_id", "hit_id")[:CATCH_UP_LIMIT], int, datetime)
+_expired_of_account = PreparedQuery(
+    lambda account_id, now: HIT.objects.filter(account_id=account_id, open_for_work=True, expiration__lte=now)
+    .values_list("pk", "account_id")[:CATCH_UP_LIMIT], int, datetime)
+
+
+def catch_up(*, account_id: int | None = None, limit: int = CATCH_UP_LIMIT) -> dict:
     """Apply what time has made due: abandon overdue accepted work, auto-approve, close expired HITs.
 
     Run lazily before reads and by the periodic Celery task; each step re-checks under locks,
@@ -496,8 +510,17 @@ def catch_up(*, account_id: int | None = None, limit: int = 1000) -> dict:
     now = clock.now()
     scope = Q(hit__account_id=account_id) if account_id else Q()
     done = {"abandoned": 0, "approved": 0, "closed": 0}
-    overdue = list(Assignment.objects.filter(scope, status=Assignment.Status.ACCEPTED, deadline__lte=now)
+    if account_id and limit == CATCH_UP_LIMIT:  # before each time-dependent API call: compiled once
+        overdue = _overdue_of_account.all(account_id, now)
+        due = _due_of_account.all(account_id, now)
+        expired = _expired_of_account.all(account_id, now)
+    else:
+        overdue = list(Assignment.objects.filter(scope, status=Assignment.Status.ACCEPTED, deadline__lte=now)
+                       .values_list("pk", "hit__account_id", "hit_id")[:limit])
+        due = list(Assignment.objects.filter(scope, status=Assignment.Status.SUBMITTED, auto_approval_time__lte=now)
                    .values_list("pk", "hit__account_id", "hit_id")[:limit])
+        expired = list(HIT.objects.filter(Q(account_id=account_id) if account_id else Q(), open_for_work=True,
+                                          expiration__lte=now).values_list("pk", "account_id")[:limit])
     for pk, acct, hit_pk in overdue:
         with transaction.atomic():
             account, hit = _lock_hit(acct, hit_pk)
@@ -506,8 +529,6 @@ def catch_up(*, account_id: int | None = None, limit: int = 1000) -> dict:
                 _recount(hit)
                 _settle(account, hit, now)
                 done["abandoned"] += 1
-    due = list(Assignment.objects.filter(scope, status=Assignment.Status.SUBMITTED, auto_approval_time__lte=now)
-               .values_list("pk", "hit__account_id", "hit_id")[:limit])
     for pk, acct, hit_pk in due:
         with transaction.atomic():
             account, hit = _lock_hit(acct, hit_pk)
@@ -515,9 +536,6 @@ def catch_up(*, account_id: int | None = None, limit: int = 1000) -> dict:
             if assignment.status == Assignment.Status.SUBMITTED:
                 _approve_locked(account, hit, assignment, now)
                 done["approved"] += 1
-    hit_scope = Q(account_id=account_id) if account_id else Q()
-    expired = list(HIT.objects.filter(hit_scope, open_for_work=True, expiration__lte=now)
-                   .values_list("pk", "account_id")[:limit])
     for hit_pk, acct in expired:
         with transaction.atomic():
             account, hit = _lock_hit(acct, hit_pk)
