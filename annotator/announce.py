@@ -49,6 +49,23 @@ def _keys(name: str) -> tuple[str, str]:
     return f"announce:{name}:ids", f"announce:{name}:flag"
 
 
+# Add the id, then raise the flag unless it is up: one command for redis-py to send and parse
+# (a pipeline of two cost the web tier twice as much per answer). Returns 1 if it raised it.
+_ANNOUNCE_LUA = """
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 1 end
+return 0
+"""
+_script = None
+
+
+def _announce_script(client):
+    global _script
+    if _script is None:
+        _script = client.register_script(_ANNOUNCE_LUA)
+    return _script
+
+
 def announce(name: str, ident: int) -> None:
     """Run the Celery task ``name`` for ``ident`` soon (at least once, in a worker)."""
     from celery import current_app
@@ -57,10 +74,8 @@ def announce(name: str, ident: int) -> None:
     if client is not None:
         ids, flag = _keys(name)
         try:
-            with client.pipeline(transaction=False) as pipe:
-                pipe.sadd(ids, ident)
-                pipe.set(flag, 1, nx=True, ex=settings.ANNOUNCE_FLAG_SECONDS)
-                _, raised = pipe.execute()
+            raised = _announce_script(client)(keys=[ids, flag], args=[ident, settings.ANNOUNCE_FLAG_SECONDS],
+                                              client=client)
         except Exception as exc:  # noqa: BLE001 - fall back to one message of its own
             log.warning("could not add %s to the Redis set of %s (%s); sending a message", ident, name, exc)
         else:
