@@ -10,6 +10,7 @@ Shards are written by forked processes, one per CPU (``EXPORT_PROCESSES``; see `
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ import tempfile
 import time
 import uuid
 from array import array
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -586,19 +588,41 @@ class _ShardJob:
         return f"{self.split}-{self.number:06d}.tar"
 
 
+class _Closing:
+    """A shard whose last bytes the writer thread may still be writing (``_write_shard`` with
+    ``wait=False``): ``ready()`` once they are in, ``finish()`` waits for them, closes the file
+    and gives the shard's manifest entry."""
+
+    def __init__(self, f: BinaryIO, shard: ShardFile, last: Future | None) -> None:
+        self.f, self.shard, self.last = f, shard, last
+
+    def ready(self) -> bool:
+        return self.last is None or self.last.done()
+
+    def finish(self) -> dict[str, Any]:
+        try:
+            if self.last is not None:
+                self.last.result()  # raises a failed write
+        finally:
+            self.f.close()
+        return self.shard.entry()
+
+
 def _write_shard(selection: Selection, job: _ShardJob, ordered_ids: np.ndarray, path: Path,
                  step: Callable[[], None], scratch: TarScratch, *, wait: bool = True,
-                 ) -> dict[str, Any] | Callable[[], dict[str, Any]]:
+                 records: Iterator[tuple[int, dict[str, Any]]] | None = None) -> dict[str, Any] | _Closing:
     """Write one shard to the local file ``path``; returns its manifest entry (sha256 included).
 
-    With ``wait=False``, returns once the last bytes are handed to the scratch's writer thread:
-    a function that waits for them, closes the file and returns the entry (the next shard's
-    first samples are read meanwhile)."""
+    ``records``: the shard's samples (``Selection.ordered_records``), if the caller reads them
+    itself. With ``wait=False``, returns a ``_Closing`` as soon as the last bytes are handed to
+    the scratch's writer thread, so that the next shard starts while they are written."""
     local = local_paths()  # image files read straight from the disk when the storage is local
+    if records is None:
+        records = selection.ordered_records(map(int, ordered_ids[job.start:job.end]), instances_json=True)
     f = open(path, "wb")
     try:
         shard = ShardFile(name=job.name, writer=TarWriter(f, scratch=scratch))
-        for _, record in selection.ordered_records(map(int, ordered_ids[job.start:job.end]), instances_json=True):
+        for _, record in records:
             image = record["image"]
             if local is not None:
                 shard.add_file(key=sample_key(image.pk), ext=image_extension(image), record=record,
@@ -614,16 +638,7 @@ def _write_shard(selection: Selection, job: _ShardJob, ordered_ids: np.ndarray, 
     if wait:
         f.close()
         return shard.entry()
-
-    def finish() -> dict[str, Any]:
-        try:
-            if last is not None:
-                last.result()
-        finally:
-            f.close()
-        return shard.entry()
-
-    return finish
+    return _Closing(f, shard, last)
 
 
 # Samples each process writing shards is to have at least (``EXPORT_SAMPLES_PER_PROCESS``): a
@@ -665,39 +680,51 @@ def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, pr
     logger.info("export: writing %d shards in %s", len(jobs),
                 "this process" if processes <= 1 else f"{processes} processes")
     if processes <= 1:
-        # A shard's last bytes are written and hashed while the next shard's first samples are
-        # read (its first chunk's queries); it is published at the next shard's first sample.
-        closing: list[tuple[_ShardJob, Path, Callable[[], dict[str, Any]]]] = []
+        # A shard's last bytes are written and hashed while the next shard starts; it is
+        # published at the first of the next shard's samples that finds them written. A split's
+        # samples are read 256 at a time across its shards (four queries a chunk, not a shard).
+        closing: list[tuple[_ShardJob, Path, _Closing]] = []
         finished: list[tuple[_ShardJob, dict[str, Any]]] = []
+        streams: dict[str, tuple[Iterator[tuple[int, dict[str, Any]]], list[int]]] = {}
 
         def publish_closing() -> None:
             while closing:
-                job, path, finish = closing.pop()
-                entry = finish()
+                job, path, shard = closing.pop()
+                entry = shard.finish()
                 publisher.publish(job.name, path, sha256=entry["sha256"])
                 path.unlink(missing_ok=True)
                 finished.append((job, entry))
 
         def step() -> None:
             progress.step()
-            if closing:
+            if closing and closing[0][2].ready():
                 publish_closing()
+
+        def records_of(job: _ShardJob) -> Iterator[tuple[int, dict[str, Any]]] | None:
+            if job.split not in streams:
+                streams[job.split] = (selection.ordered_records(map(int, orders[job.split]), instances_json=True), [0])
+            stream, read = streams[job.split]
+            if read[0] != job.start:  # not the split's next samples (never, with a plan's shards)
+                return None
+            read[0] = job.end
+            return itertools.islice(stream, job.end - job.start)
 
         with TarScratch() as scratch:
             try:
                 for job in jobs:
                     path = workdir / job.file_name
-                    finish = _write_shard(selection, job, orders[job.split], path, step, scratch, wait=False)
-                    publish_closing()  # a shard without samples (there are none) would leave one
-                    closing.append((job, path, finish))
+                    shard = _write_shard(selection, job, orders[job.split], path, step, scratch, wait=False,
+                                         records=records_of(job))
+                    publish_closing()  # the previous shard, if no sample of this one found it written
+                    closing.append((job, path, shard))
                     yield from finished
                     finished.clear()
                 publish_closing()
                 yield from finished
             finally:
-                for _, _, finish in closing:  # stopped early: close the last shard's file
+                for _, _, shard in closing:  # stopped early: close the last shard's file
                     try:
-                        finish()
+                        shard.finish()
                     except Exception:  # noqa: BLE001 - the error that stopped the build is the one to see
                         pass
         return
