@@ -62,10 +62,12 @@ def _marker(kind: type, salt: int, index: int) -> Any:
 _preparing_cursor = None
 
 
-def _cursor(connection):
+def prepared_cursor(connection):
     """Django's cursor wrapper (execute wrappers, query logging, error translation) around a
     cursor whose values the server binds and whose statements it keeps prepared, on PostgreSQL
-    unless ``PREPARED_STATEMENTS`` is off."""
+    unless ``PREPARED_STATEMENTS`` is off. For hand-written hot statements too (their
+    placeholders must be ones PostgreSQL can type: a column compared with a value, not a bare
+    ``SELECT %s``)."""
     global _preparing_cursor
     wrapper = connection.cursor()
     if connection.vendor == "postgresql" and getattr(settings, "PREPARED_STATEMENTS", True):
@@ -195,7 +197,7 @@ class PreparedQuery:
         params = list(plan.params)
         for position, index, wrap in plan.slots:
             params[position] = args[index] if wrap is None else wrap(args[index])
-        with _cursor(connection) as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(plan.sql, params)
             rows = cursor.fetchall()
         if plan.trim is not None:
@@ -297,7 +299,7 @@ class PreparedInsert:
             value = field.get_db_prep_save(now.date() if field.get_internal_type() == "DateField" else now,
                                            connection)
             columns.append([value] * len(rows))
-        with _cursor(connection) as cursor:
+        with prepared_cursor(connection) as cursor:
             cursor.execute(self._statement(connection), columns)
 
 
@@ -331,7 +333,7 @@ def save_fields(obj, fields: tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> 
         field = meta.get_field(name)
         params.append(field.get_db_prep_save(field.pre_save(obj, False), connection))
     params.append(meta.pk.get_db_prep_value(obj.pk, connection))
-    with _cursor(connection) as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         if cursor.rowcount == 0:
             raise DatabaseError("Save with update_fields did not affect any rows.")
@@ -371,7 +373,7 @@ def save_new(obj, using: str = DEFAULT_DB_ALIAS):
         obj.save(force_insert=True, using=using)
         return obj
     params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with _cursor(connection) as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         obj.pk = cursor.fetchone()[0]
     obj._state.adding = False

@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 
-from annotator.prepared import PreparedQuery, save_fields, save_new
+from annotator.prepared import PreparedQuery, prepared_cursor, save_fields, save_new
 from crowd.marketplace import clock, crypto, errors, ids, money, qualifications, qualtests, questions
 from crowd.marketplace.models import (
     HIT,
@@ -174,7 +174,7 @@ def _recount(hit: HIT, *, worker: WorkerProfile | None = None) -> bool:
            f"FROM {Assignment._meta.db_table} WHERE hit_id = %s")
     params = [S.ACCEPTED.value, S.SUBMITTED.value, S.APPROVED.value, S.REJECTED.value,
               worker.pk if worker else None, *[str(v) for v in Assignment.HOLDING], hit.pk]
-    with connection.cursor() as cursor:
+    with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
         pending, submitted, completed, mine = cursor.fetchone()
     hit.num_pending = int(pending)
