@@ -213,8 +213,9 @@ class Stack:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_stats() -> dict[int, tuple[int, int, int, float, float]]:
-    """pid -> (ppid, session, pid, own CPU seconds, reaped children's CPU seconds), from /proc."""
+def _proc_stats() -> dict[int, tuple[int, int, int, float, float, float]]:
+    """pid -> (ppid, session, pid, own CPU seconds, reaped children's CPU seconds, own CPU
+    seconds in the kernel), from /proc."""
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -225,7 +226,7 @@ def _proc_stats() -> dict[int, tuple[int, int, int, float, float]]:
             continue
         f = raw.rsplit(")", 1)[1].split()
         out[int(entry)] = (int(f[1]), int(f[3]), int(entry), (int(f[11]) + int(f[12])) / TICK,
-                           (int(f[13]) + int(f[14])) / TICK)
+                           (int(f[13]) + int(f[14])) / TICK, int(f[12]) / TICK)
     return out
 
 
@@ -238,11 +239,15 @@ def cpu_snapshot(stack: Stack) -> dict[str, float]:
         sessions["celery worker"] = stack.celery.proc.pid
     out: dict[str, float] = {}
     for name, sid in sessions.items():
-        out[name] = sum(own + reaped * (pid == sid) for ppid, session, pid, own, reaped in stats.values()
+        out[name] = sum(own + reaped * (pid == sid) for ppid, session, pid, own, reaped, _ in stats.values()
                         if session == sid)
+    # Of the web tier's CPU, the part spent in the kernel (sockets, waking threads): shown apart,
+    # not added to the total.
+    web = sessions.get("web")
+    out["web in kernel"] = sum(kernel for _, session, _, _, _, kernel in stats.values() if session == web)
     try:
         master = int((stack.pg.data / "postmaster.pid").read_text().split()[0])
-        out["postgres"] = sum(own + reaped * (pid == master) for ppid, _, pid, own, reaped in stats.values()
+        out["postgres"] = sum(own + reaped * (pid == master) for ppid, _, pid, own, reaped, _ in stats.values()
                               if pid == master or ppid == master)
     except (OSError, ValueError):
         pass
@@ -260,7 +265,7 @@ def cpu_used(before: dict[str, float], after: dict[str, float], seconds: float) 
     """Cores used on average by each part over a phase; 'others' is what the rest of the machine used."""
     used = {k: (after[k] - before.get(k, 0.0)) / seconds for k in after if k not in ("machine total", "machine busy")}
     busy = (after["machine busy"] - before["machine busy"]) / seconds
-    used["others"] = max(0.0, busy - sum(used.values()))
+    used["others"] = max(0.0, busy - sum(v for k, v in used.items() if k != "web in kernel"))
     used["machine busy"] = busy
     return {k: round(v, 2) for k, v in used.items()}
 
@@ -993,6 +998,8 @@ def table(result: dict) -> str:
             continue
         lines.append(f"CPU cores used during the {phase}: " + ", ".join(
             f"{k} {v:.2f}" for k, v in result[f"{phase}_cpu_cores"].items()))
+    for phase, per in result.get("cpu_ms_per_request", {}).items():
+        lines.append(f"CPU ms per request during the {phase}: " + ", ".join(f"{k} {v:.2f}" for k, v in per.items()))
     pg = result["load_postgres_backends"]
     lines.append(f"PostgreSQL backends during the load ({pg['samples']} samples): {pg['active_mean']} active on "
                  f"average, {pg['lock_waiting_mean']} waiting for a lock (at most {pg['lock_waiting_max']})")
@@ -1041,6 +1048,12 @@ def main(argv: list[str] | None = None) -> dict:
         base_rps = result["baseline"]["rps"]
         flat_out = result.get("capacity", result["load"])  # the throughput is measured without a pause
         result["ratio_to_baseline"] = round(flat_out["rps"] / base_rps, 3) if base_rps else None
+        # Where each request's CPU went, on this machine, in the phase the ratio compares.
+        flat_phase = "capacity" if "capacity" in result else "load"
+        result["cpu_ms_per_request"] = {
+            phase: {k: round(1000 * v / rps, 3) for k, v in result[f"{phase}_cpu_cores"].items()
+                    if k != "others" and rps}
+            for phase, rps in (("baseline", base_rps), (flat_phase, flat_out["rps"]))}
         result["tasks_per_second"] = round(result["load"]["endpoints"]["submit"]["requests"]
                                            / result["load"]["seconds"], 1)
         if "capacity" in result:
