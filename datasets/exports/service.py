@@ -366,7 +366,7 @@ def export_build(*, export_id: int, on_progress: Callable[[int, int], None] | No
     )
     if not claimed:
         return Export.objects.filter(pk=export_id).first()
-    export.refresh_from_db()
+    export = Export.objects.select_related("project").get(pk=export_id)  # as claimed, project and all
     mine = Export.objects.filter(pk=export.pk, storage_prefix=prefix)
     tmp_root = Path(_setting("EXPORT_TMP_DIR", tempfile.gettempdir()))
     tmp_root.mkdir(parents=True, exist_ok=True)
@@ -389,7 +389,7 @@ def export_build(*, export_id: int, on_progress: Callable[[int, int], None] | No
     else:
         done = mine.filter(status=Export.Status.RUNNING, cancel_requested=False).update(
             status=Export.Status.DONE, files=files, counts=counts, finished_at=timezone.now(),
-            progress_done=models_total(export.pk),
+            progress_done=F("progress_total"),
         )
         if not done:  # cancelled, or taken over, between the last progress report and now
             publisher.remove_all()
@@ -447,10 +447,6 @@ def export_recover(*, now=None) -> dict[str, int]:
             logger.warning("export %s: its worker stopped (no lease renewal since %s); building it again", pk, beat)
             _queue_build_on_commit(pk)
     return done
-
-
-def models_total(export_pk: int) -> int:
-    return Export.objects.filter(pk=export_pk).values_list("progress_total", flat=True).first() or 0
 
 
 def _build(export: Export, workdir: Path, publisher: _Publisher) -> tuple[list[dict[str, Any]], dict[str, Any]]:
