@@ -279,19 +279,17 @@ class PreparedInsert:
                 f"INSERT INTO {qn(self.model._meta.db_table)} ({names}) SELECT * FROM UNNEST({casts})")
         return sql
 
-    def insert(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> None:
-        if not rows:
-            return
-        connection = connections[using]
-        if connection.vendor != "postgresql" or not self._unnest:
-            names = [f.attname for f in self.given]
-            self.model._default_manager.using(using).bulk_create(
-                [self.model(**dict(zip(names, row))) for row in rows])
-            return
+    def _direct(self, connection) -> bool:
+        return connection.vendor == "postgresql" and self._unnest
+
+    def _columns(self, rows: list[tuple], connection) -> list[list]:
+        """One list per column, every value as Django's insert prepares it."""
         from django.utils import timezone
 
         prep = [f.get_db_prep_save for f in self.given]
         columns = [[p(value, connection) for value in column] for p, column in zip(prep, zip(*rows))]
+        if not rows:
+            columns = [[] for _ in self.given]
         for field in self.defaulted:
             columns.append([field.get_db_prep_save(field.get_default(), connection) for _ in rows])
         now = timezone.now()
@@ -299,8 +297,21 @@ class PreparedInsert:
             value = field.get_db_prep_save(now.date() if field.get_internal_type() == "DateField" else now,
                                            connection)
             columns.append([value] * len(rows))
+        return columns
+
+    def _bulk_create(self, rows: list[tuple], using: str) -> None:
+        names = [f.attname for f in self.given]
+        self.model._default_manager.using(using).bulk_create([self.model(**dict(zip(names, row))) for row in rows])
+
+    def insert(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> None:
+        if not rows:
+            return
+        connection = connections[using]
+        if not self._direct(connection):
+            self._bulk_create(rows, using)
+            return
         with prepared_cursor(connection) as cursor:
-            cursor.execute(self._statement(connection), columns)
+            cursor.execute(self._statement(connection), self._columns(rows, connection))
 
 
 _UPDATE_SQL: dict[tuple, str] = {}
@@ -343,19 +354,8 @@ def save_fields(obj, fields: tuple[str, ...], using: str = DEFAULT_DB_ALIAS) -> 
 _INSERT_SQL: dict[tuple, tuple[str, list]] = {}
 
 
-def save_new(obj, using: str = DEFAULT_DB_ALIAS):
-    """``obj.save(force_insert=True)`` for a new row, with its INSERT built once per model.
-
-    Every concrete column but an automatic key is written with the value Django's insert would
-    write (each field's ``pre_save(add=True)``, so ``auto_now_add`` is stamped, then
-    ``get_db_prep_save``); the new key comes back with ``RETURNING`` on PostgreSQL. Models with
-    ``pre_save``/``post_save`` receivers, or a field with a database default or its own
-    placeholder, and other databases get the ordinary ``save``. Returns ``obj``.
-    """
-    from django.db.models import signals
-
-    model = type(obj)
-    connection = connections[using]
+def _insert_plan(model, connection) -> tuple[str, list]:
+    """The INSERT … RETURNING of a new row of ``model`` and its fields ("" where it cannot be used)."""
     meta = model._meta
     key = (model, connection.alias)
     plan = _INSERT_SQL.get(key)
@@ -368,14 +368,71 @@ def save_new(obj, using: str = DEFAULT_DB_ALIAS):
         sql = (f"INSERT INTO {qn(meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) "
                f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING {qn(meta.pk.column)}") if usable else ""
         plan = _INSERT_SQL[key] = (sql, fields)
-    sql, fields = plan
-    if not sql or signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+    return plan
+
+
+def _saves_directly(model, sql: str) -> bool:
+    from django.db.models import signals
+
+    return bool(sql) and not (signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model))
+
+
+def _saved(obj, pk, using: str):
+    obj.pk = pk
+    obj._state.adding = False
+    obj._state.db = using
+    return obj
+
+
+def save_new(obj, using: str = DEFAULT_DB_ALIAS):
+    """``obj.save(force_insert=True)`` for a new row, with its INSERT built once per model.
+
+    Every concrete column but an automatic key is written with the value Django's insert would
+    write (each field's ``pre_save(add=True)``, so ``auto_now_add`` is stamped, then
+    ``get_db_prep_save``); the new key comes back with ``RETURNING`` on PostgreSQL. Models with
+    ``pre_save``/``post_save`` receivers, or a field with a database default or its own
+    placeholder, and other databases get the ordinary ``save``. Returns ``obj``.
+    """
+    model = type(obj)
+    connection = connections[using]
+    sql, fields = _insert_plan(model, connection)
+    if not _saves_directly(model, sql):
         obj.save(force_insert=True, using=using)
         return obj
     params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     with prepared_cursor(connection) as cursor:
         cursor.execute(sql, params)
-        obj.pk = cursor.fetchone()[0]
-    obj._state.adding = False
-    obj._state.db = using
-    return obj
+        return _saved(obj, cursor.fetchone()[0], using)
+
+
+_WITH_SQL: dict[tuple, str] = {}
+
+
+def save_new_with(obj, insert: PreparedInsert, rows: list[tuple], using: str = DEFAULT_DB_ALIAS):
+    """``save_new(obj)`` and ``insert.insert(rows)``, both or neither. Returns ``obj``.
+
+    On PostgreSQL one statement does both (the rows' INSERT as a data-modifying ``WITH`` before
+    the object's INSERT … RETURNING): a single statement is atomic by itself, so outside a
+    transaction no BEGIN and COMMIT are sent, and a failure (a unique constraint) stores nothing.
+    Inside a transaction it joins it. Elsewhere, or for a model ``save_new`` would not insert
+    directly, the two run in one ``atomic`` block.
+    """
+    from django.db import transaction
+
+    model = type(obj)
+    connection = connections[using]
+    sql, fields = _insert_plan(model, connection)
+    if not (_saves_directly(model, sql) and insert._direct(connection)):
+        with transaction.atomic(using=using):
+            save_new(obj, using=using)
+            insert.insert(rows, using=using)
+        return obj
+    key = (model, insert, connection.alias)
+    statement = _WITH_SQL.get(key)
+    if statement is None:
+        statement = _WITH_SQL[key] = f"WITH rows_inserted AS ({insert._statement(connection)}) {sql}"
+    params = insert._columns(rows, connection) + [f.get_db_prep_save(f.pre_save(obj, True), connection)
+                                                  for f in fields]
+    with prepared_cursor(connection) as cursor:
+        cursor.execute(statement, params)
+        return _saved(obj, cursor.fetchone()[0], using)

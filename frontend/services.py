@@ -7,12 +7,13 @@ answer, stores it, and writes the stage records into ``datasets`` in one transac
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
 from shapely import make_valid
 from shapely.geometry import MultiPolygon
@@ -20,7 +21,7 @@ from shapely.geometry import Polygon as ShapelyPolygon
 
 from datasets.models import Category, Image, ImageLabel, InstancePoint, Polygon, Project, Stage
 from annotator.announce import announce
-from annotator.prepared import PreparedInsert, PreparedQuery, save_new
+from annotator.prepared import PreparedInsert, PreparedQuery, save_new, save_new_with
 from frontend import clock
 from frontend.answers import SCHEMA_VERSION, AnswerError, CleanAnswer, answer_clean
 from frontend.models import Kind, TaskAnswer, TaskItem, TrainingResult, VerificationVote
@@ -179,10 +180,7 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
     who = {"made_by": stored.worker_id, "assignment_ref": stored.assignment_id, "schema_version": SCHEMA_VERSION}
     data = clean.data
     if task.kind == Kind.CATEGORIES:
-        categories = clean.category_ids  # read once, when the answer was checked
-        made_by, ref, version = who["made_by"], who["assignment_ref"], who["schema_version"]
-        _insert_labels.insert([(e["image"], c, c in e["present"], Stage.CATEGORIES, made_by, ref, version)
-                               for e in data["images"] for c in categories])
+        _insert_labels.insert(_label_rows(stored, clean))
     elif task.kind == Kind.SPOTTING:
         InstancePoint.objects.bulk_create(
             InstancePoint(image_id=data["image"], category_id=data["category"], x=p["x"], y=p["y"],
@@ -216,6 +214,14 @@ def _write_records(*, task: TaskItem, stored: TaskAnswer, clean: CleanAnswer) ->
 
 
 # Every category answer writes a label per image and category: one statement from SQL built once.
+def _label_rows(stored: TaskAnswer, clean: CleanAnswer) -> list[tuple]:
+    """A category answer's labels: one per image and category of the project (read once, when
+    the answer was checked), present or not."""
+    made_by, ref = stored.worker_id, stored.assignment_id
+    return [(e["image"], c, c in e["present"], Stage.CATEGORIES, made_by, ref, SCHEMA_VERSION)
+            for e in clean.data["images"] for c in clean.category_ids]
+
+
 _insert_labels = PreparedInsert(ImageLabel, ["image", "category", "present", "stage", "made_by", "assignment_ref",
                                              "schema_version"])
 
@@ -273,15 +279,22 @@ def answer_submit(
         retry_at = _training_lock(project_id=task.project_id, worker_id=worker_id)
         if retry_at is not None:
             raise AnswerError(f"You may try the training again from {retry_at:%H:%M} UTC.")
+    stored = TaskAnswer(
+        task=task, kind=task.kind, schema_version=SCHEMA_VERSION, worker_id=worker_id,
+        assignment_id=assignment_id, hit_id=hit_id, attempt=attempt, answer=clean.data, summary=clean.summary,
+    )
     try:
-        with transaction.atomic():
-            stored = save_new(TaskAnswer(
-                task=task, kind=task.kind, schema_version=SCHEMA_VERSION, worker_id=worker_id,
-                assignment_id=assignment_id, hit_id=hit_id, attempt=attempt, answer=clean.data,
-                summary=clean.summary,
-            ))
-            _write_records(task=task, stored=stored, clean=clean)
-            transaction.on_commit(lambda: answer_announce(task_id=task.pk))
+        if task.kind == Kind.CATEGORIES:
+            # The answer and its labels in one statement (no transaction of its own on
+            # PostgreSQL); a savepoint inside a caller's transaction, so a repeat leaves it usable.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                save_new_with(stored, _insert_labels, _label_rows(stored, clean))
+                transaction.on_commit(lambda: answer_announce(task_id=task.pk))
+        else:
+            with transaction.atomic():
+                save_new(stored)
+                _write_records(task=task, stored=stored, clean=clean)
+                transaction.on_commit(lambda: answer_announce(task_id=task.pk))
     except IntegrityError:
         existing = _answer_of_attempt.first(task.pk, assignment_id, attempt)
         if existing is None:

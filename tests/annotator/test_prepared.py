@@ -252,3 +252,42 @@ def test_save_new_writes_what_create_writes():
 
     with pytest.raises(IntegrityError), transaction.atomic():  # the unique constraint, as create meets it
         save_new(TaskAnswer(assignment_id="A1", **values))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_new_with_stores_the_row_and_its_rows_together_or_neither():
+    from django.db import IntegrityError
+
+    from annotator.prepared import PreparedInsert, save_new_with
+    from datasets.models import ImageLabel, Stage
+    from frontend.models import TaskAnswer, TaskItem
+    from tests.factories import ImageFactory
+
+    project = ProjectFactory()
+    image = ImageFactory(project=project)
+    categories = [CategoryFactory(project=project, coco_id=i + 1) for i in range(2)]
+    task = TaskItem.objects.create(kind="categories", project=project, image_ids=[image.pk])
+    values = dict(task=task, kind="categories", schema_version=1, worker_id="W", hit_id="H", attempt=1,
+                  answer={"images": [{"image": image.pk, "present": []}]}, summary="1 image")
+    labels = PreparedInsert(ImageLabel, ["image", "category", "present", "stage", "made_by", "assignment_ref",
+                                         "schema_version"])
+
+    def rows(ref):
+        return [(image.pk, c.pk, c is categories[0], Stage.CATEGORIES, "W", ref, 1) for c in categories]
+
+    with CaptureQueriesContext(connection) as ctx:
+        stored = save_new_with(TaskAnswer(assignment_id="A1", **values), labels, rows("A1"))
+    assert stored.pk is not None and not stored._state.adding
+    assert TaskAnswer.objects.get(pk=stored.pk).assignment_id == "A1"
+    assert sorted(ImageLabel.objects.filter(assignment_ref="A1").values_list("category_id", "present")) == [
+        (categories[0].pk, True), (categories[1].pk, False)]
+    if connection.vendor == "postgresql":  # one statement, no BEGIN/COMMIT of its own
+        assert len(ctx) == 1 and ctx[0]["sql"].startswith("WITH ")
+    # A repeat meets the answer's unique constraint: neither the answer nor its labels are stored.
+    with pytest.raises(IntegrityError):
+        save_new_with(TaskAnswer(assignment_id="A1", **values), labels, rows("A1-again"))
+    assert TaskAnswer.objects.filter(assignment_id="A1").count() == 1
+    assert not ImageLabel.objects.filter(assignment_ref="A1-again").exists()
+    # No rows: the answer alone.
+    alone = save_new_with(TaskAnswer(assignment_id="A2", **values), labels, [])
+    assert TaskAnswer.objects.filter(pk=alone.pk).exists()
