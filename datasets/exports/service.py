@@ -703,6 +703,8 @@ def _write_shards(selection: Selection, workdir: Path, publisher: _Publisher, pr
             if read[0] != job.start:  # not the split's next samples (never, with a plan's shards)
                 return None
             read[0] = job.end
+            if job.end == len(orders[job.split]):  # the split's last shard: its chunk goes with it
+                del streams[job.split]
             return itertools.islice(stream, job.end - job.start)
 
         with TarScratch() as scratch:
