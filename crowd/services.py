@@ -449,7 +449,12 @@ def hit_expire(*, hit_id: int, provider: CrowdProvider | None = None) -> HIT:
     hit = HIT.objects.get(pk=hit_id)
     if hit.provider_hit_id and hit.status in (HIT.Status.PUBLISHED, HIT.Status.REVIEWABLE):
         provider = provider or provider_for(hit.project_id)
-        provider.unit_set_expiration(hit.provider_hit_id, clock.now() - timedelta(seconds=1))
+        try:
+            provider.unit_set_expiration(hit.provider_hit_id, clock.now() - timedelta(seconds=1))
+        except NotFound:
+            # Deleted at the provider meanwhile (a sync disposing of it between our read and this
+            # call): nobody can take it any more, which is what expiring asks; the sync records it.
+            log.info("HIT %s is already gone at the provider; nothing to expire", hit.provider_hit_id)
         HIT.objects.filter(pk=hit.pk).update(expires_at=clock.now())
     elif hit.status == HIT.Status.PENDING:
         HIT.objects.filter(pk=hit.pk, status=HIT.Status.PENDING).update(

@@ -284,3 +284,17 @@ def test_work_left_unreviewed_is_auto_approved_by_the_provider_and_recorded(laun
     assert set(states.values()) == {Assignment.State.APPROVED}  # the provider approved them first
     assert svc.calls["ApproveAssignment"] == svc.calls["RejectAssignment"] == 0
     assert Assignment.objects.get(provider_assignment_id=ids["wrong"]).decision == "approve"
+
+
+def test_expiring_a_hit_the_provider_has_deleted_meanwhile_is_not_an_error(launched):
+    """A sync may dispose of a HIT between our read of it and the expiry call (the load
+    benchmark's final drain met this): the provider's 'not found' ends the expiry quietly."""
+    from crowd.providers.base import NotFound
+    from crowd.providers.mturk import MTurkProvider
+
+    h1 = launched["hits"][0]
+    gone = NotFound("This HIT is currently in the state 'Disposed'.")
+    with mock.patch.object(MTurkProvider, "unit_set_expiration", side_effect=gone) as call:
+        hit = services.hit_expire(hit_id=h1.pk)
+    assert call.called
+    assert hit.expires_at is not None and hit.status == HIT.Status.PUBLISHED  # the sync records the disposal
