@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -414,8 +415,9 @@ def save_new_with(obj, insert: PreparedInsert, rows: list[tuple], using: str = D
     On PostgreSQL one statement does both (the rows' INSERT as a data-modifying ``WITH`` before
     the object's INSERT … RETURNING): a single statement is atomic by itself, so outside a
     transaction no BEGIN and COMMIT are sent, and a failure (a unique constraint) stores nothing.
-    Inside a transaction it joins it. Elsewhere, or for a model ``save_new`` would not insert
-    directly, the two run in one ``atomic`` block.
+    Inside a caller's transaction it runs in a savepoint, so that such a failure leaves that
+    transaction usable (as ``atomic`` would). Elsewhere, or for a model ``save_new`` would not
+    insert directly, the two run in one ``atomic`` block.
     """
     from django.db import transaction
 
@@ -433,6 +435,7 @@ def save_new_with(obj, insert: PreparedInsert, rows: list[tuple], using: str = D
         statement = _WITH_SQL[key] = f"WITH rows_inserted AS ({insert._statement(connection)}) {sql}"
     params = insert._columns(rows, connection) + [f.get_db_prep_save(f.pre_save(obj, True), connection)
                                                   for f in fields]
-    with prepared_cursor(connection) as cursor:
-        cursor.execute(statement, params)
-        return _saved(obj, cursor.fetchone()[0], using)
+    with transaction.atomic(using=using) if connection.in_atomic_block else nullcontext():
+        with prepared_cursor(connection) as cursor:
+            cursor.execute(statement, params)
+            return _saved(obj, cursor.fetchone()[0], using)

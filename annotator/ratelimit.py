@@ -198,11 +198,6 @@ def submission_refusal(request: HttpRequest, *, group: str, worker_id: str = "")
     return _check_many(request, items, "submissions")
 
 
-def submission_ip_refusal(request: HttpRequest, *, group: str) -> Refusal | None:
-    """The limit on answer submissions per client IP (counted before anything else is read)."""
-    return check(request, group=f"{group}:ip", key="ip", setting="RATELIMIT_SUBMIT_IP", what="submissions")
-
-
 def submission_worker_refusal(request: HttpRequest, *, group: str, worker_id: str) -> Refusal | None:
     """The limit on answer submissions per worker id."""
     if not worker_id:

@@ -7,13 +7,12 @@ answer, stores it, and writes the stage records into ``datasets`` in one transac
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any, Iterable
 
 from django.conf import settings
 from django.core import signing
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.urls import reverse
 from shapely import make_valid
 from shapely.geometry import MultiPolygon
@@ -285,11 +284,9 @@ def answer_submit(
     )
     try:
         if task.kind == Kind.CATEGORIES:
-            # The answer and its labels in one statement (no transaction of its own on
-            # PostgreSQL); a savepoint inside a caller's transaction, so a repeat leaves it usable.
-            with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                save_new_with(stored, _insert_labels, _label_rows(stored, clean))
-                transaction.on_commit(lambda: answer_announce(task_id=task.pk))
+            # The answer and its labels in one statement (no transaction of its own on PostgreSQL).
+            save_new_with(stored, _insert_labels, _label_rows(stored, clean))
+            transaction.on_commit(lambda: answer_announce(task_id=task.pk))
         else:
             with transaction.atomic():
                 save_new(stored)

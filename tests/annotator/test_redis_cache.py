@@ -74,9 +74,9 @@ def test_per_address_limits_count_the_client_address(redis_cache, settings):
     settings.RATELIMIT_SUBMIT_IP = "2/m"
     one = RequestFactory().post("/mturk/externalSubmit", REMOTE_ADDR="10.0.0.1")
     two = RequestFactory().post("/mturk/externalSubmit", REMOTE_ADDR="10.0.0.2")
-    assert [ratelimit.submission_ip_refusal(one, group="external-submit") is None for _ in range(3)] == [
+    assert [ratelimit.submission_refusal(one, group="external-submit") is None for _ in range(3)] == [
         True, True, False]
-    assert ratelimit.submission_ip_refusal(two, group="external-submit") is None
+    assert ratelimit.submission_refusal(two, group="external-submit") is None
 
 
 def test_an_unreachable_redis_lets_requests_through(settings):

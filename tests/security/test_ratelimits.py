@@ -112,7 +112,7 @@ def test_answer_endpoint_is_limited_per_address(project, point, settings):
 
     # Inventing a new worker id for every post does not get around the limit per address.
     assert [post(crowd_of_one, n).status_code for n in range(4)] == [201, 201, 201, 429]
-    # Even junk is counted (it is refused before the body is read).
+    # Even junk is counted (before its own error would be answered).
     assert crowd_of_one.post(url, data="{", content_type="application/json").status_code == 429
     assert post(other, 10).status_code == 201
     assert TaskAnswer.objects.count() == 4
