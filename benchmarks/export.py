@@ -15,8 +15,10 @@ every thread of this process and of the shard writer processes it forks), the pe
 memory the export adds over what this process held before it (sampled every 5 ms), and the
 largest private memory of any shard writer process (what it does not share with this one since
 the fork; sampled every 25 ms). ``--processes N`` sets ``EXPORT_PROCESSES`` (default: the
-setting's, one process per CPU; 1 writes the shards in this process). Prints a table, then one
-JSON object as the last line.
+setting's, one process per CPU; 1 writes the shards in this process). Before the rounds it
+waits until creating a file is quick again (``create_probe_ms``: files deleted in the last
+minutes make ext4 file creates, and so the copy, several times slower), and nothing is deleted
+until the end of the run. Prints a table, then one JSON object as the last line.
 """
 from __future__ import annotations
 
@@ -127,8 +129,30 @@ def unique(jpeg: bytes, n: int) -> bytes:
     return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
 
 
-def one(size: int, rounds: int = 3) -> dict:
-    var = Path(tempfile.mkdtemp(prefix="export-bench-"))
+QUIET_CREATE_MS = 0.05  # an empty file's create on an unperturbed ext4 here: 0.02 ms
+QUIET_WAIT_S = 330  # ext4 stops skipping a deleted inode 60 s after its deletion, 300 s while unflushed
+
+
+def create_probe_ms(folder: Path, count: int) -> float:
+    """Median milliseconds to create one of ``count`` empty files in ``folder`` (the files stay).
+
+    On ext4, creating a file scans past every inode of its group deleted in the last one to five
+    minutes (``recently_deleted`` in the inode allocator), so after a test suite or an earlier run
+    removed thousands of files nearby, each create costs 0.3 to 0.5 ms instead of 0.02: a plain copy
+    of 1,000 files then takes five to ten times as long. The run waits (up to QUIET_WAIT_S) until
+    this probe is quiet, and shows it in the output.
+    """
+    probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
+    times = []
+    for i in range(count):
+        t = time.perf_counter()
+        os.close(os.open(probe / str(i), os.O_CREAT | os.O_WRONLY, 0o644))
+        times.append(time.perf_counter() - t)
+    return round(sorted(times)[count // 2] * 1e3, 3)
+
+
+def one(size: int, rounds: int = 3, scratch: Path | None = None) -> dict:
+    var = Path(tempfile.mkdtemp(prefix="export-bench-", dir=scratch))
     os.environ.update({"ANNOTATOR_VAR_DIR": str(var), "SECRET_KEY": "benchmark-only-" + "x" * 40, "DEBUG": "false",
                        "SECURE_SSL_REDIRECT": "false", "DJANGO_SETTINGS_MODULE": "annotator.settings",
                        "LOG_LEVEL": "WARNING"})
@@ -183,10 +207,23 @@ def one(size: int, rounds: int = 3) -> dict:
         # Plain copying of the same files, through the same storage reads, and the export, in
         # alternating rounds after the setup's writes are flushed (os.sync): the best round of
         # each, so that a neighbour's burst of work or disk writeback does not decide the ratio.
+        # Nothing is deleted before the end of the whole run (each round copies into its own
+        # folder): deleting a round's 1,000 copies would make the next round's creates pay ext4's
+        # recently-deleted-inode scan (see create_probe_ms), which is the filesystem's state, not
+        # the copy's cost.
         copy_runs, shard_runs, shard_cpu = [], [], []
         mem = None
-        for _ in range(rounds):
-            target = var / "plain-copy"
+        os.sync()
+        # as many creates as a copy round makes: the deleted inodes in the way may lie beyond the
+        # first free ones
+        probe_ms, waited = create_probe_ms(var, size), 0
+        while probe_ms > QUIET_CREATE_MS and waited < QUIET_WAIT_S:  # until recent deletions age out
+            time.sleep(15)
+            waited += 15
+            os.sync()
+            probe_ms = create_probe_ms(var, size)
+        for round_no in range(rounds):
+            target = var / f"plain-copy-{round_no}"
             target.mkdir()
             os.sync()
             t = time.perf_counter()
@@ -194,7 +231,6 @@ def one(size: int, rounds: int = 3) -> dict:
                 with open_stream(name) as src, open(target / Path(name).name, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
             copy_runs.append(time.perf_counter() - t)
-            shutil.rmtree(target)
 
             export = export_create(project=project, queue=False, formats=["shards"], min_shards=8,
                                    split_ratios={"train": 1.0, "val": 0.0, "test": 0.0})
@@ -221,9 +257,10 @@ def one(size: int, rounds: int = 3) -> dict:
                 "rss_before_export_mb": round(mem.start / 1e6, 1),
                 "copy_ms_per_image": round(copy_s / size * 1e3, 3), "export_ms_per_image": round(shards_s / size * 1e3, 3),
                 "export_cpu_ms_per_image": round(min(shard_cpu) / size * 1e3, 3),
-                "load_average": round(os.getloadavg()[0], 1)}
+                "create_probe_ms": probe_ms, "waited_for_quiet_s": waited, "load_average": round(os.getloadavg()[0], 1)}
     finally:
-        shutil.rmtree(var, ignore_errors=True)
+        if scratch is None:
+            shutil.rmtree(var, ignore_errors=True)
 
 
 def main() -> None:
@@ -231,32 +268,45 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--rounds", type=int, default=3, help="alternating copy/export rounds; the best of each")
     parser.add_argument("--processes", type=int, help="EXPORT_PROCESSES (default: one per CPU)")
+    parser.add_argument("--dir", type=Path, help="where the scratch folders go (default: the system's temp folder)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes is not None:
         os.environ["EXPORT_PROCESSES"] = str(args.processes)
     if args.one:
-        print(json.dumps(one(args.one, rounds=args.rounds)))
+        print(json.dumps(one(args.one, rounds=args.rounds, scratch=args.scratch)))
         return
     results = []
-    for size in args.sizes:
-        t = time.perf_counter()
-        done = subprocess.run([sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds)],
-                              capture_output=True, text=True, cwd=ROOT)
-        if done.returncode:
-            sys.exit(f"size {size} failed:\n{done.stderr[-3000:]}")
-        results.append({**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": round(time.perf_counter() - t)})
+    # One scratch folder for every size, removed only at the end: a size's cleanup would slow the
+    # next size's file creates (see create_probe_ms).
+    scratch = Path(tempfile.mkdtemp(prefix="export-bench-", dir=args.dir))
+    try:
+        for size in args.sizes:
+            t = time.perf_counter()
+            done = subprocess.run([sys.executable, __file__, "--one", str(size), "--rounds", str(args.rounds),
+                                   "--scratch", str(scratch)], capture_output=True, text=True, cwd=ROOT)
+            if done.returncode:
+                sys.exit(f"size {size} failed:\n{done.stderr[-3000:]}")
+            results.append({**json.loads(done.stdout.strip().splitlines()[-1]), "wall_s": round(time.perf_counter() - t)})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"Export benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
           "each size in a fresh process, SQLite and local storage")
     print()
     print(f"{'images':>8} {'image MB':>9} {'copy MB/s':>10} {'shards MB/s':>12} {'ratio':>6} {'shards':>7} "
           f"{'copy ms/img':>12} {'export ms/img':>14} {'CPU ms/img':>11} {'peak extra RSS MB':>18} "
-          f"{'processes':>10} {'child private MB':>17}")
+          f"{'processes':>10} {'child private MB':>17} {'create ms':>10}")
     for r in results:
         print(f"{r['images']:>8} {r['image_mb']:>9} {r['copy_mb_s']:>10} {r['shards_mb_s']:>12} {r['ratio']:>6} "
               f"{r['shards']:>7} {r['copy_ms_per_image']:>12} {r['export_ms_per_image']:>14} "
               f"{r['export_cpu_ms_per_image']:>11} {r['peak_extra_rss_mb']:>18} {r['shard_processes']:>10} "
-              f"{str(r['peak_child_private_mb']):>17}")
+              f"{str(r['peak_child_private_mb']):>17} {r['create_probe_ms']:>10}")
+    slow = [r for r in results if r["create_probe_ms"] > QUIET_CREATE_MS]
+    if slow:
+        print(f"\nnote: creating an empty file took {max(r['create_probe_ms'] for r in slow)} ms (median) here: many files "
+              "were deleted nearby in the last minutes (ext4 scans past them), which slows the copy baseline; "
+              "run again after a few quiet minutes or give --dir on another part of the disk")
     growth = results[-1]["peak_extra_rss_mb"] - results[0]["peak_extra_rss_mb"]
     child_growth = ((results[-1]["peak_child_private_mb"] or 0) - (results[0]["peak_child_private_mb"] or 0))
     print()
