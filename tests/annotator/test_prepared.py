@@ -212,6 +212,42 @@ def test_prepared_insert_writes_what_bulk_create_writes():
         PreparedInsert(ImageLabel, ["created_at"])
 
 
+def test_prepared_insert_stores_text_exactly_whatever_its_characters():
+    """On PostgreSQL the columns go as array text (``array_text``): quotes, backslashes, commas,
+    braces, the word NULL and empty text must come back as they were sent."""
+    from annotator.prepared import PreparedInsert
+    from datasets.models import ImageLabel, Stage
+    from tests.factories import ImageFactory
+
+    project = ProjectFactory()
+    image = ImageFactory(project=project)
+    texts = ['a"b', "c\\d", "e,f", "{g}", "NULL", "", " spaced ", "ünï ✓", "h'i", '\\"', "x\ny"]
+    categories = [CategoryFactory(project=project, coco_id=i + 1) for i in range(len(texts))]
+    rows = [(image.pk, c.pk, i % 2 == 0, Stage.CATEGORIES, text, f"ref {text}", 1)
+            for i, (c, text) in enumerate(zip(categories, texts))]
+    PreparedInsert(ImageLabel, ["image", "category", "present", "stage", "made_by", "assignment_ref",
+                                "schema_version"]).insert(rows)
+    stored = list(ImageLabel.objects.filter(image=image).order_by("category__coco_id")
+                  .values_list("made_by", "assignment_ref", "present", "stage"))
+    assert stored == [(text, f"ref {text}", i % 2 == 0, "categories") for i, text in enumerate(texts)]
+
+
+def test_array_text_writes_postgresql_array_input_or_declines():
+    from annotator.prepared import array_text
+    from datasets.models import Stage
+
+    when = datetime(2026, 12, 4, 18, 30, 1, 250, tzinfo=timezone.utc)
+    assert array_text([1, None, -3]) == "{1,NULL,-3}"
+    assert array_text([True, False, None]) == "{t,f,NULL}"
+    assert array_text(['a"b', "c\\d", "NULL", ""]) == '{"a\\"b","c\\\\d","NULL",""}'
+    assert array_text([Stage.CATEGORIES]) == '{"categories"}'
+    assert array_text([when, when.date()]) == '{"2026-12-04T18:30:01.000250+00:00","2026-12-04"}'
+    assert array_text([]) == "{}"
+    # Anything else is left to psycopg's own list dumping.
+    assert array_text([1.5]) is None
+    assert array_text([{"a": 1}]) is None
+
+
 def test_save_fields_writes_what_save_writes_and_refuses_a_missing_row():
     from django.db import DatabaseError
 
