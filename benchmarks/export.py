@@ -15,10 +15,11 @@ every thread of this process and of the shard writer processes it forks), the pe
 memory the export adds over what this process held before it (sampled every 5 ms), and the
 largest private memory of any shard writer process (what it does not share with this one since
 the fork; sampled every 25 ms). ``--processes N`` sets ``EXPORT_PROCESSES`` (default: the
-setting's, one process per CPU; 1 writes the shards in this process). Before the rounds it
-waits until creating a file is quick again (``create_probe_ms``: files deleted in the last
-minutes make ext4 file creates, and so the copy, several times slower), and nothing is deleted
-until the end of the run. Prints a table, then one JSON object as the last line.
+setting's, one process per CPU; 1 writes the shards in this process). ``--dir`` says where the
+scratch folders go. Nothing is deleted until the end of the run, and the output shows how long
+creating a file takes there (``create_probe_ms``): files deleted nearby in the last minutes make
+ext4's creates, and so the copy of many files, several times slower. Prints a table, then one
+JSON object as the last line.
 """
 from __future__ import annotations
 
@@ -130,7 +131,6 @@ def unique(jpeg: bytes, n: int) -> bytes:
 
 
 QUIET_CREATE_MS = 0.05  # an empty file's create on an unperturbed ext4 here: 0.02 ms
-QUIET_WAIT_S = 330  # ext4 stops skipping a deleted inode 60 s after its deletion, 300 s while unflushed
 
 
 def create_probe_ms(folder: Path, count: int) -> float:
@@ -139,8 +139,11 @@ def create_probe_ms(folder: Path, count: int) -> float:
     On ext4, creating a file scans past every inode of its group deleted in the last one to five
     minutes (``recently_deleted`` in the inode allocator), so after a test suite or an earlier run
     removed thousands of files nearby, each create costs 0.3 to 0.5 ms instead of 0.02: a plain copy
-    of 1,000 files then takes five to ten times as long. The run waits (up to QUIET_WAIT_S) until
-    this probe is quiet, and shows it in the output.
+    of 1,000 files then takes five to ten times as long (a deleted inode counts as recent for 60 s,
+    and for 360 s while its inode table block is dirty, which any create next to it makes it).
+    Waiting does not reliably clear it, since the run's own creates dirty those blocks again. The
+    probe is reported; ``--dir`` moves the run elsewhere (a tmpfs such as /dev/shm has no such
+    scan).
     """
     probe = Path(tempfile.mkdtemp(prefix="create-probe-", dir=folder))
     times = []
@@ -214,14 +217,7 @@ def one(size: int, rounds: int = 3, scratch: Path | None = None) -> dict:
         copy_runs, shard_runs, shard_cpu = [], [], []
         mem = None
         os.sync()
-        # as many creates as a copy round makes: the deleted inodes in the way may lie beyond the
-        # first free ones
-        probe_ms, waited = create_probe_ms(var, size), 0
-        while probe_ms > QUIET_CREATE_MS and waited < QUIET_WAIT_S:  # until recent deletions age out
-            time.sleep(15)
-            waited += 15
-            os.sync()
-            probe_ms = create_probe_ms(var, size)
+        probe_ms = create_probe_ms(var, 200)
         for round_no in range(rounds):
             target = var / f"plain-copy-{round_no}"
             target.mkdir()
@@ -257,7 +253,7 @@ def one(size: int, rounds: int = 3, scratch: Path | None = None) -> dict:
                 "rss_before_export_mb": round(mem.start / 1e6, 1),
                 "copy_ms_per_image": round(copy_s / size * 1e3, 3), "export_ms_per_image": round(shards_s / size * 1e3, 3),
                 "export_cpu_ms_per_image": round(min(shard_cpu) / size * 1e3, 3),
-                "create_probe_ms": probe_ms, "waited_for_quiet_s": waited, "load_average": round(os.getloadavg()[0], 1)}
+                "create_probe_ms": probe_ms, "load_average": round(os.getloadavg()[0], 1)}
     finally:
         if scratch is None:
             shutil.rmtree(var, ignore_errors=True)
@@ -306,7 +302,7 @@ def main() -> None:
     if slow:
         print(f"\nnote: creating an empty file took {max(r['create_probe_ms'] for r in slow)} ms (median) here: many files "
               "were deleted nearby in the last minutes (ext4 scans past them), which slows the copy baseline; "
-              "run again after a few quiet minutes or give --dir on another part of the disk")
+              "run again after a few quiet minutes, or give --dir elsewhere (a tmpfs such as /dev/shm has no such scan)")
     growth = results[-1]["peak_extra_rss_mb"] - results[0]["peak_extra_rss_mb"]
     child_growth = ((results[-1]["peak_child_private_mb"] or 0) - (results[0]["peak_child_private_mb"] or 0))
     print()
