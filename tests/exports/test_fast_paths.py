@@ -53,6 +53,28 @@ def test_instances_as_text_are_the_encoded_instances():
         assert instance_json(row, 17, 64, 48) == encode_json(instance_of(row, 17, 64, 48)), row
 
 
+def test_instances_as_text_are_the_encoded_instances_whatever_their_numbers():
+    """Every shape (a point or not, several parts, an empty part) and every kind of number (ints,
+    halves, -0.0, the range's edges, nan and inf anywhere, a string) gives the encoder's bytes:
+    through the one-``%`` way when the numbers allow it, the plain way otherwise."""
+    rng = random.Random(5)
+    specials = [0, -0.0, 0.005, -0.005, 10, 10.5, 100.0, 999_999_999.99, -999_999_999.994, 1e9, -2e12,
+                float("nan"), float("inf"), float("-inf"), True, 60.50, 2.675, 1e-9, "1.5"]
+
+    def number():
+        return rng.choice([rng.choice(specials), rng.uniform(-1e4, 1e4), rng.randint(0, 5000),
+                           round(rng.uniform(0, 1000), rng.randint(0, 3))])
+
+    for i in range(3000):
+        parts = [[number() for _ in range(rng.choice([0, 2, 6, 8, 13]))] for _ in range(rng.randint(1, 3))]
+        point = rng.random() < 0.5
+        row = (i, 1, 5, parts, number(), [number() for _ in range(4)], False,
+               rng.choice([None, 0.5, 1.0, 0.123456789, float("nan")]),
+               number() if point else None, number() if point else None)
+        category_id = rng.choice([1, 10, 100])
+        assert instance_json(row, category_id, 64, 48) == encode_json(instance_of(row, category_id, 64, 48)), row
+
+
 def test_sample_json_as_text_is_the_encoded_sample(built):
     """Every sample of a project (crowd regions, several parts, points, labels, licenses) written
     from text is the JSON encoder's text of the sample's dict, as the first exporter wrote it."""
