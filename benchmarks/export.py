@@ -136,7 +136,7 @@ QUIET_CREATE_MS = 0.05  # an empty file's create on an unperturbed ext4 here: 0.
 def create_probe_ms(folder: Path, count: int) -> float:
     """Median milliseconds to create one of ``count`` empty files in ``folder`` (the files stay).
 
-    On ext4, creating a file scans past every inode of its group deleted in the last one to five
+    On ext4, creating a file scans past every inode of its group deleted in the last one to six
     minutes (``recently_deleted`` in the inode allocator), so after a test suite or an earlier run
     removed thousands of files nearby, each create costs 0.3 to 0.5 ms instead of 0.02: a plain copy
     of 1,000 files then takes five to ten times as long (a deleted inode counts as recent for 60 s,
