@@ -199,3 +199,50 @@ def test_shard_cuts_from_numpy_are_the_cuts_of_adding_sample_by_sample():
             assert plan_shard_bounds(sizes, shard_size=shard_size, min_shards=min_shards) == expected
             assert plan_shard_bounds(np.array(sizes, dtype=np.int64), shard_size=shard_size,
                                      min_shards=min_shards) == expected
+
+
+def test_files_published_to_a_local_storage_are_moved_in_with_its_file_mode(db, tmp_path, settings, monkeypatch):
+    """Once the storage made an export's folder, the next files of that folder are moved in by a
+    hard link (no copy, no name checks); they end up as the storage would have saved them."""
+    import errno
+    import os
+    import uuid
+
+    from datasets.exports.service import _Publisher, storage_remove_prefix
+
+    settings.FILE_UPLOAD_PERMISSIONS = 0o640
+    prefix = f"exports/test-publish-{uuid.uuid4().hex[:8]}"
+    publisher = _Publisher(prefix)
+    made = {}
+    try:
+        for i in range(3):
+            path = tmp_path / f"part-{i}.tar"
+            path.write_bytes(b"shard %d " % i * (i + 1))
+            made[f"shards/part-{i}.tar"] = path.read_bytes()
+            publisher.publish(f"shards/part-{i}.tar", path)
+            assert not path.exists()  # moved, not copied
+        for name, data in made.items():
+            stored = default_storage.path(f"{prefix}/{name}")
+            assert open(stored, "rb").read() == data
+            assert os.stat(stored).st_mode & 0o777 == 0o640
+        assert [(f["name"], f["size"], f["sha256"]) for f in publisher.files] == [
+            (name, len(data), hashlib.sha256(data).hexdigest()) for name, data in made.items()]
+
+        # A name that is taken already is never overwritten: the prefix is not this build's own.
+        again = tmp_path / "again.tar"
+        again.write_bytes(b"someone else's")
+        with pytest.raises(RuntimeError, match="not private"):
+            publisher.publish("shards/part-1.tar", again)
+        assert open(default_storage.path(f"{prefix}/shards/part-1.tar"), "rb").read() == made["shards/part-1.tar"]
+
+        # No hard links (the build folder on another file system): the storage saves the file.
+        def cross_device(src, dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "link", cross_device)
+        publisher.publish("shards/part-9.tar", again)
+        stored = default_storage.path(f"{prefix}/shards/part-9.tar")
+        assert open(stored, "rb").read() == b"someone else's"
+        assert os.stat(stored).st_mode & 0o777 == 0o640
+    finally:
+        storage_remove_prefix(prefix)

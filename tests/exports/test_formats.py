@@ -257,6 +257,26 @@ def test_filters_keep_confident_annotations_of_chosen_categories(built, tmp_path
     assert len(coco.getImgIds()) == len(built.images)
 
 
+def test_the_filters_of_one_export_do_not_carry_over_to_the_next(built, tmp_path):
+    """The chunk queries are compiled once per process; each export still gets its own
+    categories and confidence filter, and another project's export its own categories."""
+    def annotations(export, name):
+        coco = COCO(str(materialize(export, tmp_path / name) / "coco" / "train.json"))
+        return coco, coco.loadAnns(coco.getAnnIds())
+
+    options = {"formats": ["coco"], "split_ratios": {"train": 1.0, "val": 0.0, "test": 0.0}}
+    _, narrow = annotations(build_export(built.project, filters={"min_confidence": 0.9, "categories": [17]},
+                                         **options), "narrow")
+    coco, everything = annotations(build_export(built.project, **options), "all")
+    assert narrow and all(a["category_id"] == 17 and a["confidence"] >= 0.9 for a in narrow)
+    assert {a["category_id"] for a in everything} == {3, 17, 18} and coco.getCatIds() == [3, 17, 18]
+    assert len(everything) == built.accepted and any(a["confidence"] == 0.5 for a in everything)
+    other = build_project(n_images=3, name="Other", seed=4)
+    _, theirs = annotations(build_export(other.project, **options), "other")
+    assert len(theirs) == other.accepted and {a["category_id"] for a in theirs} == {3, 17, 18}
+    assert {a["image_id"] for a in theirs} == {img.pk for img in other.images}
+
+
 def test_complete_stages_filter_drops_images_still_in_segmentation(built, tmp_path):
     waiting = built.images[0]  # it has a pending polygon
     Polygon.objects.filter(status=Polygon.Status.PENDING).exclude(image=waiting).delete()
