@@ -211,10 +211,10 @@ class _Progress:
         for name, value in fields.items():  # the build's copy of the row stays as written
             setattr(self.export, name, value)
 
-    def step(self, n: int = 1, *, force: bool = False) -> None:
+    def step(self, n: int = 1) -> None:
         self.done += n
         now = time.monotonic()
-        if not force and now - self.last < self.every:
+        if now - self.last < self.every:
             return
         self.last = now
         self._update(progress_done=min(self.done, self.total))

@@ -321,11 +321,11 @@ def test_a_running_export_stops_when_cancelled(db, settings, monkeypatch):
     real_step = service._Progress.step
     calls = {"n": 0}
 
-    def step(self, n=1, *, force=False):
+    def step(self, n=1):
         calls["n"] += 1
         if calls["n"] == 3:  # someone presses cancel while it runs
             service.export_cancel(export=service.Export.objects.get(pk=export.pk))
-        return real_step(self, n, force=force)
+        return real_step(self, n)
 
     monkeypatch.setattr(service._Progress, "step", step)
     export = service.export_build(export_id=export.pk)

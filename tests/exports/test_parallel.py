@@ -248,11 +248,11 @@ def test_an_export_cancelled_while_processes_write_stops_them_and_publishes_noth
     real_step = service._Progress.step
     calls = {"n": 0}
 
-    def step(self, n=1, *, force=False):
+    def step(self, n=1):
         calls["n"] += 1
         if calls["n"] == 2:  # someone presses cancel while the processes write
             service.export_cancel(export=Export.objects.get(pk=export.pk))
-        return real_step(self, n, force=force)
+        return real_step(self, n)
 
     monkeypatch.setattr(service._Progress, "step", step)
     export = export_build(export_id=export.pk)
