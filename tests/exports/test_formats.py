@@ -196,6 +196,17 @@ def test_splits_follow_a_hash_of_the_image_id_and_the_ratios():
     assert {split_of(i, {"train": 1.0, "val": 0.0, "test": 0.0}) for i in range(500)} == {"train"}
 
 
+def test_splits_and_shard_order_are_those_of_earlier_versions():
+    """An image keeps its split from one version of Annotator to the next, as from one export to
+    the next: these are the splits and the shard order key that the first versions computed."""
+    from datasets.exports.selection import shuffle_key
+
+    letters = {"train": "T", "val": "V", "test": "E"}
+    splits = "".join(letters[split_of(i, {"train": 0.6, "val": 0.2, "test": 0.2})] for i in range(1, 41))
+    assert splits == "TETTTTVTETEVTTVTTTVVETETETEVTTVTTTTTVVTT"
+    assert shuffle_key(12345, 7).hex() == "1b98a2507dea9eba4c2eace3"
+
+
 def test_shards_respect_the_size_limit_and_the_reader_count():
     samples = [(i, 10_000 + (i * 7919) % 50_000) for i in range(1, 301)]
     plan = plan_shards(samples, shard_size=400_000, min_shards=2)
