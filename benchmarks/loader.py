@@ -14,8 +14,13 @@ JSON, then measures images per second, in one run:
   once, what two cores give to plain decoding at that moment (on a shared machine, often less
   than twice one core): the ceiling for two DataLoader workers.
 
-Rates are reported as ratios to the baseline. Prints tables, then one JSON object as the last
-line. Needs no Django: the loader and the tar writer are plain Python.
+Rates are reported as ratios to the baseline, which every measurement process times beside its
+pipeline (alternating runs): on this machine the same decode loop runs up to 30% faster or slower
+from one process to the next, with where its buffers happen to lie in memory, so only a ratio
+within one process compares like with like. Each pipeline is measured in several processes
+(``--repeats``, default 5); the table gives the median and the range of their ratios. Prints
+tables, then one JSON object as the last line. Needs no Django: the loader and the tar writer are
+plain Python.
 """
 from __future__ import annotations
 
@@ -109,15 +114,6 @@ def build(folder: Path, n: int, shards: int, seed: int = 0) -> dict:
     return {"megapixels": sum(img["width"] * img["height"] for img in coco["images"]) / 1e6}
 
 
-def timed(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def pillow_baseline(blobs: list[bytes]) -> None:
     for b in blobs:
         img = Image.open(io.BytesIO(b))
@@ -161,27 +157,32 @@ def count(loader) -> int:
     return n
 
 
-def run_one(work: Path, name: str, batch: int) -> tuple[float, float]:
-    """Time one pipeline over the whole data set, in this (fresh) process; returns seconds, of
-    the clock and of this process's CPU (all the work without DataLoader workers).
+def run_one(work: Path, name: str, batch: int, rounds: int) -> dict[str, float]:
+    """Time one pipeline over the whole data set and the baseline beside it, in this (fresh)
+    process; returns the medians of ``rounds`` alternating runs of each (seconds of the clock and
+    of this process's CPU) and the median ratio of the two in each round.
 
-    What is timed is the second epoch, with persistent DataLoader workers: the steady state of a
-    training run, without worker start-up (which a 2,000-image epoch would otherwise be dominated by).
+    Side by side in one process because one process is not another on this machine: the same
+    decode loop takes 0.82 s in one process and 1.10 s in the next (and keeps its speed for the
+    process's life), whatever the core. A ratio of two processes' times is a ratio of two such
+    draws; a ratio within one process is not.
 
-    A fresh process per measurement, as a training job starts: DataLoader workers forked from a
-    process that has already decoded thousands of images inherit its freed heap, and writing to it
-    copies page after page (copy-on-write), which would charge the previous measurement's
-    garbage to this one.
+    What is timed is an epoch after the first, with persistent DataLoader workers: the steady state
+    of a training run, without worker start-up (which a 2,000-image epoch would otherwise be
+    dominated by). A fresh process per measurement, as a training job starts: DataLoader workers
+    forked from a process that has already decoded thousands of images inherit its freed heap, and
+    writing to it copies page after page (copy-on-write), which would charge the previous
+    measurement's garbage to this one; so the workers start (first epoch) before the baseline
+    decodes anything.
     """
     import webdataset as wds
 
     torch.set_num_threads(1)
     n = len(list((work / "images").glob("*.jpg")))
-    if name == "pillow_decode_1core":
-        blobs = [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
-        fn = lambda: pillow_baseline(blobs)  # noqa: E731
-    elif name == "pillow_decode_2procs":
-        return pillow_two_processes([p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]), float("nan")
+    blobs: list[bytes] = []
+    if name == "pillow_decode_2procs":
+        def fn():
+            return pillow_two_processes(blobs)
     elif name.startswith("shards"):
         workers = 2 if name.endswith("workers2") else 0
         size = batch if (workers or name.endswith("batched")) else None
@@ -212,23 +213,40 @@ def run_one(work: Path, name: str, batch: int) -> tuple[float, float]:
         def fn():
             got = sum(len(b) for b in loader)
             assert got == n, (got, n)
-    fn()  # a first epoch: page cache warm, workers started (persistent), as in training
-    t, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - t, time.process_time() - cpu
+    if name != "pillow_decode_2procs":
+        fn()  # a first epoch: page cache warm, workers started (persistent), as in training
+    blobs += [p.read_bytes() for p in sorted((work / "images").glob("*.jpg"))]
+    pillow_baseline(blobs)
+
+    def timed_run(f) -> tuple[float, float]:
+        t, cpu = time.perf_counter(), time.process_time()
+        own = f()  # the two-process reference times itself (from both children's start)
+        return (time.perf_counter() - t if own is None else own), time.process_time() - cpu
+
+    base, pipe = [], []
+    for k in range(rounds):
+        if k % 2:
+            pipe.append(timed_run(fn))
+            base.append(timed_run(lambda: pillow_baseline(blobs)))
+        else:
+            base.append(timed_run(lambda: pillow_baseline(blobs)))
+            pipe.append(timed_run(fn))
+    return {"base": statistics.median(b for b, _ in base), "base_cpu": statistics.median(c for _, c in base),
+            "wall": statistics.median(w for w, _ in pipe), "cpu": statistics.median(c for _, c in pipe),
+            "ratio": statistics.median(b / w for (b, _), (w, _) in zip(base, pipe)),
+            "cpu_ratio": statistics.median(b / c for (_, b), (_, c) in zip(base, pipe))}
 
 
 PIPELINES = ["shards_workers0", "shards_workers0_batched", "shards_workers2", "coco_workers0", "coco_workers2",
              "webdataset_workers0", "webdataset_workers2", "pillow_decode_2procs"]
 
 
-def measure(work: Path, name: str, batch: int) -> tuple[float, float]:
-    done = subprocess.run([sys.executable, __file__, "--run", name, "--work", str(work), "--batch", str(batch)],
-                          capture_output=True, text=True)
+def measure(work: Path, name: str, batch: int, rounds: int) -> dict[str, float]:
+    done = subprocess.run([sys.executable, __file__, "--run", name, "--work", str(work), "--batch", str(batch),
+                           "--rounds", str(rounds)], capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-    wall, cpu = done.stdout.strip().splitlines()[-1].split()
-    return float(wall), float(cpu)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -236,13 +254,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shards", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; the median is reported")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="measurement processes per pipeline; the median of their ratios is reported")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating runs of the pipeline and the baseline within each process")
     parser.add_argument("--only", nargs="+", choices=PIPELINES, help="measure only these pipelines")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        print(*run_one(args.work, args.run, args.batch))
+        print(json.dumps(run_one(args.work, args.run, args.batch, args.rounds)))
         return
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="loader-bench-"))
@@ -256,8 +277,9 @@ def main() -> None:
         def rate(seconds: float) -> float:
             return n / seconds
 
-        # Other programs share this machine: measure the baseline right before each pipeline, in
-        # several rounds, and take the median of the ratios of neighbouring runs.
+        # Each measurement process times its pipeline and the baseline side by side (--rounds
+        # alternating runs); other programs share this machine, so the whole is repeated in
+        # several processes (--repeats) and the median of their ratios is reported.
         base_runs: list[float] = []
         pipelines = args.only or PIPELINES
         ratio_runs: dict[str, list[float]] = {k: [] for k in pipelines}
@@ -267,38 +289,40 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in pipelines}
         for _ in range(args.repeats):
             for name in pipelines:
-                b, b_cpu = measure(work, "pillow_decode_1core", args.batch)
-                t, t_cpu = measure(work, name, args.batch)
-                base_runs.append(b)
-                times[name].append(t)
-                ratio_runs[name].append(b / t)
+                got = measure(work, name, args.batch, args.rounds)
+                base_runs.append(got["base"])
+                times[name].append(got["wall"])
+                ratio_runs[name].append(got["ratio"])
                 if name in cpu_ratio_runs:
-                    cpu_ratio_runs[name].append(b_cpu / t_cpu)
+                    cpu_ratio_runs[name].append(got["cpu_ratio"])
         results["pillow_decode_1core"] = rate(statistics.median(base_runs))
         for name in pipelines:
             results[name] = rate(statistics.median(times[name]))
         ratios = {"pillow_decode_1core": 1.0}
         ratios.update({k: round(statistics.median(v), 3) for k, v in ratio_runs.items()})
         cpu_ratios = {k: round(statistics.median(v), 3) for k, v in cpu_ratio_runs.items()}
+        spread = {k: [round(min(v), 3), round(max(v), 3)] for k, v in ratio_runs.items()}
         mp = data["megapixels"] / n
         print(f"Loader benchmark: {n} JPEGs (q90, mean {mp:.2f} MP), {args.shards} shards, batch {args.batch}, "
               f"{os.cpu_count()} CPUs, torch {torch.__version__}; data built in {build_s:.1f}s; "
               f"load average {os.getloadavg()[0]:.1f}")
         print()
-        print(f"{'pipeline':32} {'images/s':>10} {'x Pillow 1-core':>16} {'by CPU time':>12}"
-              "   (medians of neighbouring runs' ratios)")
-        print("-" * 74)
+        print(f"{'pipeline':32} {'images/s':>10} {'x Pillow 1-core':>16} {'by CPU time':>12} {'processes':>14}")
+        print("-" * 88)
         for k, v in results.items():
             by_cpu = f"{cpu_ratios[k]:12.3f}" if k in cpu_ratios else f"{'':12}"
-            print(f"{k:32} {v:10.0f} {ratios[k]:16.3f} {by_cpu}")
+            low_high = f"{spread[k][0]:.3f}-{spread[k][1]:.3f}" if k in spread else ""
+            print(f"{k:32} {v:10.0f} {ratios[k]:16.3f} {by_cpu} {low_high:>14}")
+        print(f"(ratios: medians over {args.repeats} processes of each process's own ratio; 'processes' is "
+              "their lowest and highest)")
         print()
         checks = {
             "shards_workers0 >= 0.95": (("shards_workers0",), lambda: ratios["shards_workers0"] >= 0.95),
             "shards_workers2 >= 1.5": (("shards_workers2",), lambda: ratios["shards_workers2"] >= 1.5),
             "shards ahead of webdataset (0 workers)": (("shards_workers0", "webdataset_workers0"),
-                                                       lambda: results["shards_workers0"] > results["webdataset_workers0"]),
+                                                       lambda: ratios["shards_workers0"] > ratios["webdataset_workers0"]),
             "shards ahead of webdataset (2 workers)": (("shards_workers2", "webdataset_workers2"),
-                                                       lambda: results["shards_workers2"] > results["webdataset_workers2"]),
+                                                       lambda: ratios["shards_workers2"] > ratios["webdataset_workers2"]),
         }
         goals = {k: check() for k, (needs, check) in checks.items() if all(n in results for n in needs)}
         for k, ok in goals.items():
@@ -310,7 +334,7 @@ def main() -> None:
         print(json.dumps({"benchmark": "loader", "images": n, "cpus": os.cpu_count(),
                           "load_average": round(os.getloadavg()[0], 1),
                           "rates": {k: round(v, 1) for k, v in results.items()}, "ratios": ratios,
-                          "cpu_time_ratios": cpu_ratios,
+                          "cpu_time_ratios": cpu_ratios, "ratio_ranges": spread, "processes": args.repeats,
                           "workers2_share_of_2procs": share, "goals": goals}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
