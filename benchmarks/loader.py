@@ -18,9 +18,11 @@ Rates are reported as ratios to the baseline, which every measurement process ti
 pipeline (alternating runs): on this machine the same decode loop runs up to 30% faster or slower
 from one process to the next, with where its buffers happen to lie in memory, so only a ratio
 within one process compares like with like. Each pipeline is measured in several processes
-(``--repeats``, default 5); the table gives the median and the range of their ratios. Prints
-tables, then one JSON object as the last line. Needs no Django: the loader and the tar writer are
-plain Python.
+(``--repeats``, default 5), run with ``PYTHONHASHSEED`` 0, 1, ... (with the data folder, the
+hash seed decides the layout a process draws; the JSON line gives each seed's ratio, so that a
+process can be rerun alone with ``--run``); the table gives the median and the range of their
+ratios. Prints tables, then one JSON object as the last line. Needs no Django:
+the loader and the tar writer are plain Python.
 """
 from __future__ import annotations
 
@@ -241,9 +243,14 @@ PIPELINES = ["shards_workers0", "shards_workers0_batched", "shards_workers2", "c
              "webdataset_workers0", "webdataset_workers2", "pillow_decode_2procs"]
 
 
-def measure(work: Path, name: str, batch: int, rounds: int) -> dict[str, float]:
+def measure(work: Path, name: str, batch: int, rounds: int, hash_seed: int) -> dict[str, float]:
+    """Run one measurement process with a given ``PYTHONHASHSEED``. With the same code and data
+    folder, the seed decides the order of the interpreter's allocations, hence where the decoder's
+    buffers fall within their pages, which decides the speed the process keeps for life (see
+    ``run_one``): the same seed and folder draw the same layout again."""
+    env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
     done = subprocess.run([sys.executable, __file__, "--run", name, "--work", str(work), "--batch", str(batch),
-                           "--rounds", str(rounds)], capture_output=True, text=True)
+                           "--rounds", str(rounds)], capture_output=True, text=True, env=env)
     if done.returncode:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -255,7 +262,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5,
-                        help="measurement processes per pipeline; the median of their ratios is reported")
+                        help="measurement processes per pipeline (PYTHONHASHSEED 0, 1, ...); the median of "
+                             "their ratios is reported")
     parser.add_argument("--rounds", type=int, default=3,
                         help="alternating runs of the pipeline and the baseline within each process")
     parser.add_argument("--only", nargs="+", choices=PIPELINES, help="measure only these pipelines")
@@ -287,9 +295,9 @@ def main() -> None:
         # stretches far less than the clock: its ratio is the steadier figure under load.
         cpu_ratio_runs: dict[str, list[float]] = {k: [] for k in pipelines if k.endswith(("workers0", "batched"))}
         times: dict[str, list[float]] = {k: [] for k in pipelines}
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
             for name in pipelines:
-                got = measure(work, name, args.batch, args.rounds)
+                got = measure(work, name, args.batch, args.rounds, hash_seed=repeat)
                 base_runs.append(got["base"])
                 times[name].append(got["wall"])
                 ratio_runs[name].append(got["ratio"])
@@ -335,6 +343,7 @@ def main() -> None:
                           "load_average": round(os.getloadavg()[0], 1),
                           "rates": {k: round(v, 1) for k, v in results.items()}, "ratios": ratios,
                           "cpu_time_ratios": cpu_ratios, "ratio_ranges": spread, "processes": args.repeats,
+                          "ratios_by_hash_seed": {k: [round(r, 3) for r in v] for k, v in ratio_runs.items()},
                           "workers2_share_of_2procs": share, "goals": goals}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
