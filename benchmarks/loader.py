@@ -18,11 +18,10 @@ Rates are reported as ratios to the baseline, which every measurement process ti
 pipeline (alternating runs): on this machine the same decode loop runs up to 30% faster or slower
 from one process to the next, with where its buffers happen to lie in memory, so only a ratio
 within one process compares like with like. Each pipeline is measured in several processes
-(``--repeats``, default 5), run with ``PYTHONHASHSEED`` 0, 1, ... (with the data folder, the
-hash seed decides the layout a process draws; the JSON line gives each seed's ratio, so that a
-process can be rerun alone with ``--run``); the table gives the median and the range of their
-ratios. Prints tables, then one JSON object as the last line. Needs no Django:
-the loader and the tar writer are plain Python.
+(``--repeats``, default 5), run with ``PYTHONHASHSEED`` 0, 1, ... (with the code and the data
+folder, the hash seed decides the layout a process draws; the JSON line gives each seed's
+ratio); the table gives the median and the range of their ratios. Prints tables, then one JSON
+object as the last line. Needs no Django: the loader and the tar writer are plain Python.
 """
 from __future__ import annotations
 
