@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from datasets.exports.tarwriter import TarWriter  # noqa: E402
 from datasets.loader import CocoDataset, ShardDataset, collate  # noqa: E402
+from datasets.loader import annotator_loader  # noqa: E402
 
 
 def make_image(rng: random.Random) -> tuple[bytes, int, int, list[dict]]:
@@ -310,8 +311,9 @@ def main() -> None:
         cpu_ratios = {k: round(statistics.median(v), 3) for k, v in cpu_ratio_runs.items()}
         spread = {k: [round(min(v), 3), round(max(v), 3)] for k, v in ratio_runs.items()}
         mp = data["megapixels"] / n
+        json_parser = "msgspec" if annotator_loader._fast_json is not None else "the json module"
         print(f"Loader benchmark: {n} JPEGs (q90, mean {mp:.2f} MP), {args.shards} shards, batch {args.batch}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__}; data built in {build_s:.1f}s; "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__}, targets parsed by {json_parser}; data built in {build_s:.1f}s; "
               f"load average {os.getloadavg()[0]:.1f}")
         print()
         print(f"{'pipeline':32} {'images/s':>10} {'x Pillow 1-core':>16} {'by CPU time':>12} {'processes':>14}")
@@ -343,7 +345,8 @@ def main() -> None:
                           "rates": {k: round(v, 1) for k, v in results.items()}, "ratios": ratios,
                           "cpu_time_ratios": cpu_ratios, "ratio_ranges": spread, "processes": args.repeats,
                           "ratios_by_hash_seed": {k: [round(r, 3) for r in v] for k, v in ratio_runs.items()},
-                          "workers2_share_of_2procs": share, "goals": goals}))
+                          "workers2_share_of_2procs": share, "json_parser": json_parser.removeprefix("the "),
+                          "goals": goals}))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

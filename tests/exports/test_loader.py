@@ -355,14 +355,27 @@ def test_mapped_shards_read_as_the_stream_reader_does(tmp_path, monkeypatch):
             read()
 
 
-def test_sample_json_parses_as_json_loads_does():
+@pytest.mark.parametrize("parser", ["msgspec", "json module"])
+def test_sample_json_parses_as_json_loads_does(parser, monkeypatch):
+    import math
+
+    from datasets.loader import annotator_loader as L
     from datasets.loader.annotator_loader import parse_json
 
-    for text in ['{"a": [1, 2.5, -3e-2], "b": {"c": null, "d": true}, "é": "ü"}', ' {"a": 1} \n', "[]", "3.25"]:
+    if parser == "msgspec":
+        assert L._fast_json is not None, "msgspec is in requirements.txt: the loader should find it"
+    else:
+        monkeypatch.setattr(L, "_fast_json", None)
+    big = 2**100 + 1  # past 64 bits: must stay an exact int (orjson would give a float)
+    for text in ['{"a": [1, 2.5, -3e-2], "b": {"c": null, "d": true}, "é": "ü"}', ' {"a": 1} \n', "[]", "3.25",
+                 f'{{"id": {big}, "neg": -{big}}}', '{"k": 1, "k": 2}', '"\\ud834\\udd1e"', '[1e-400, 1.7976931348623157e308]',
+                 '"\\ud800"', '[1e400, -1e400]', '\ufeff[1]']:
         data = text.encode()
         assert parse_json(data) == json.loads(data)
         assert parse_json(memoryview(data)) == json.loads(data)
-    for bad in (b'{"a": 1} x', b"", b'{"a": }', b"\xff{}"):
+    assert parse_json(f'[{big}]'.encode())[0] == big and type(parse_json(f'[{big}]'.encode())[0]) is int
+    assert math.isnan(parse_json(b'{"v": NaN}')["v"]) and parse_json(b"[Infinity]") == [math.inf]
+    for bad in (b'{"a": 1} x', b"", b'{"a": }', b"\xff{}", b"[1,]", b"01", b'"a\x01b"', b"1" * 5000):
         with pytest.raises(ValueError) as got:
             parse_json(bad)
         with pytest.raises(ValueError) as expected:
