@@ -32,7 +32,9 @@ def market(live_server, settings):
     settings.TOOLS_FRAME_ANCESTORS = ["'self'", live_server.url]
     settings.AWS_ACCESS_KEY_ID = settings.AWS_SECRET_ACCESS_KEY = ""  # only the project's own key
     reset_clients()
-    yield market_open(live_server, settings)
+    m = market_open(live_server, settings)
+    yield m
+    m.close()
     reset_clients()
 
 

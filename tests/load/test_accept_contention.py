@@ -24,7 +24,9 @@ def market(live_server, settings):
         pytest.fail("row locks are PostgreSQL's: run this with `make test-postgres` (make test does)")
     from tests.marketplace.conftest import market_open
 
-    return market_open(live_server, settings)
+    m = market_open(live_server, settings)
+    yield m
+    m.close()
 
 
 class RowHeld:

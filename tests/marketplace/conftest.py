@@ -38,12 +38,15 @@ class Requester:
     access_key_id: str
     secret: str
     endpoint: str
+    opened: list = field(default_factory=list, repr=False)  # the Market's, closed with it
 
     def client(self, **config):
-        return boto3.client(
+        client = boto3.client(
             "mturk", endpoint_url=self.endpoint, region_name="us-east-1",
             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret,
             config=Config(retries={"total_max_attempts": 1}, **config))
+        self.opened.append(client)
+        return client
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Market:
     base: str
     requesters: dict = field(default_factory=dict)
     counter: int = 0
+    opened: list = field(default_factory=list)  # HTTP clients, closed by close()
 
     @property
     def endpoint(self) -> str:
@@ -93,7 +97,7 @@ class Market:
         out = run_command(*args)
         key = re.search(r"AWS_ACCESS_KEY_ID=(\S+)", out)[1]
         secret = re.search(r"AWS_SECRET_ACCESS_KEY=(\S+)", out)[1]
-        req = Requester(username, key, secret, self.endpoint)
+        req = Requester(username, key, secret, self.endpoint, self.opened)
         self.requesters[username] = req
         return req
 
@@ -106,6 +110,7 @@ class Market:
         username = username or f"worker{self.counter}"
         code = self.invite(invite_of)
         session = requests.Session()
+        self.opened.append(session)
         w = Worker(username, session, self.base)
         page = w.get(f"/market/join/{code}/")
         assert page.status_code == 200, page.text[:300]
@@ -119,6 +124,14 @@ class Market:
 
     def question(self, path: str = "/static/task.html") -> str:
         return EXTERNAL_QUESTION.format(url=self.base + path)
+
+    def close(self) -> None:
+        """Close the HTTP clients the test opened. An idle keep-alive connection keeps its live
+        server thread waiting, and the thread keeps its database connection (``CONN_MAX_AGE``),
+        which would still be open when the test database is dropped."""
+        for client in self.opened:
+            client.close()
+        self.opened.clear()
 
 
 def market_open(live_server, settings) -> "Market":
@@ -135,7 +148,9 @@ def market_open(live_server, settings) -> "Market":
 
 @pytest.fixture
 def market(live_server, settings):
-    return market_open(live_server, settings)
+    m = market_open(live_server, settings)
+    yield m
+    m.close()
 
 
 class FrozenClock:

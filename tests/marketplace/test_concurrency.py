@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from django.db import connection
 
 from tests.marketplace.conftest import hit_kwargs
 
@@ -15,8 +16,11 @@ def _race(workers, action):
     results: list = [None] * len(workers)
 
     def run(i, w):
-        barrier.wait()
-        results[i] = action(w)
+        try:
+            barrier.wait()
+            results[i] = action(w)
+        finally:
+            connection.close()  # this thread's own connection; left open, it outlives the test database
 
     threads = [threading.Thread(target=run, args=(i, w)) for i, w in enumerate(workers)]
     for t in threads:
