@@ -6,6 +6,7 @@ top-up, an invitation link); everything after that is HTTP.
 """
 from __future__ import annotations
 
+import gc
 import io
 import re
 from dataclasses import dataclass, field
@@ -128,10 +129,13 @@ class Market:
     def close(self) -> None:
         """Close the HTTP clients the test opened. An idle keep-alive connection keeps its live
         server thread waiting, and the thread keeps its database connection (``CONN_MAX_AGE``),
-        which would still be open when the test database is dropped."""
+        which would still be open when the test database is dropped. Closing a client closes
+        the connections in its pool; one still held by a response (kept alive by a traceback's
+        frames, as ``pytest.raises`` keeps them) closes when that response is collected."""
         for client in self.opened:
             client.close()
         self.opened.clear()
+        gc.collect()
 
 
 def market_open(live_server, settings) -> "Market":
