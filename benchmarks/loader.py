@@ -295,11 +295,13 @@ def main() -> None:
         # stretches far less than the clock: its ratio is the steadier figure under load.
         cpu_ratio_runs: dict[str, list[float]] = {k: [] for k in pipelines if k.endswith(("workers0", "batched"))}
         times: dict[str, list[float]] = {k: [] for k in pipelines}
+        bases: dict[str, list[float]] = {k: [] for k in pipelines}  # the baseline beside each pipeline
         for repeat in range(args.repeats):
             for name in pipelines:
                 got = measure(work, name, args.batch, args.rounds, hash_seed=repeat)
                 base_runs.append(got["base"])
                 times[name].append(got["wall"])
+                bases[name].append(got["base"])
                 ratio_runs[name].append(got["ratio"])
                 if name in cpu_ratio_runs:
                     cpu_ratio_runs[name].append(got["cpu_ratio"])
@@ -324,6 +326,14 @@ def main() -> None:
             print(f"{k:32} {v:10.0f} {ratios[k]:16.3f} {by_cpu} {low_high:>14}")
         print(f"(ratios: medians over {args.repeats} processes of each process's own ratio; 'processes' is "
               "their lowest and highest)")
+        # A wide spread of ratios can come from either side: say which one moved, so that a median
+        # drawn from the baseline's slow processes is not read as the pipeline's speed.
+        for k in pipelines:
+            low, high = spread[k]
+            if k != "pillow_decode_2procs" and high > 1.2 * low:
+                print(f"caution {k}: ratios {low:.3f}-{high:.3f} across processes; there the baseline took "
+                      f"{min(bases[k]):.3f}-{max(bases[k]):.3f} s and {k} {min(times[k]):.3f}-{max(times[k]):.3f} s "
+                      "an epoch, so the median is a draw between memory layouts, not a steady figure")
         print()
         checks = {
             "shards_workers0 >= 0.95": (("shards_workers0",), lambda: ratios["shards_workers0"] >= 0.95),
@@ -345,6 +355,8 @@ def main() -> None:
                           "rates": {k: round(v, 1) for k, v in results.items()}, "ratios": ratios,
                           "cpu_time_ratios": cpu_ratios, "ratio_ranges": spread, "processes": args.repeats,
                           "ratios_by_hash_seed": {k: [round(r, 3) for r in v] for k, v in ratio_runs.items()},
+                          "seconds_by_hash_seed": {k: {"baseline": [round(b, 3) for b in bases[k]],
+                                                       "pipeline": [round(t, 3) for t in times[k]]} for k in pipelines},
                           "workers2_share_of_2procs": share, "json_parser": json_parser.removeprefix("the "),
                           "goals": goals}))
     finally:

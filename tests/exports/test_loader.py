@@ -413,6 +413,28 @@ def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation):
     assert decode_image(data, "pil", orientation, ext="jpg", size=(width + 1, height)).size == (width, height)
 
 
+def test_the_direct_jpeg_path_writes_every_pixel_or_refuses():
+    """The direct path decodes into memory it does not zero first: memory a previous image left
+    full of one value must come back holding the JPEG's pixels, and a truncated JPEG must fail
+    as Pillow fails, never come back as whatever the memory held."""
+    from PIL import Image
+
+    from datasets.loader.annotator_loader import decode_image
+
+    img = Image.effect_noise((96, 64), 60).convert("RGB")
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    expected = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    for fill in (0x00, 0x5A, 0xFF):
+        for _ in range(3):  # freed blocks of the decoded size, full of `fill`, for the decoder to reuse
+            stale = torch.full((96 * 64 * 4,), fill, dtype=torch.uint8)
+            del stale
+        assert torch.equal(decode_image(data, "tensor", 1, ext="jpg", size=(96, 64)), expected)
+    with pytest.raises(OSError, match="truncated"):
+        decode_image(data[: len(data) // 2], "tensor", 1, ext="jpg", size=(96, 64))
+
+
 def test_zero_copy_pixels_outlive_the_pil_image_and_cross_processes():
     import gc
     import pickle
