@@ -455,13 +455,13 @@ def _decode_jpeg_sized(data: bytes, width: int, height: int, orientation: int) -
 
     ``Image.open`` first walks the JPEG's markers in Python to learn its size and mode; knowing
     the size already (and checking it against the frame header), we hand the bytes to the decoder at once (``Image.frombytes`` with the
-    ``jpeg`` decoder, into an image left uninitialised). Same pixels, less work. None when the decoder refuses (a CMYK JPEG, a
+    ``jpeg`` decoder, into a new image). Same pixels, less work. None when the decoder refuses (a CMYK JPEG, a
     size that does not match), and the caller falls back to ``Image.open``.
     """
     size = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     if _jpeg_size(data) != size:
         return None
-    img = Image.new("RGB", size, None)  # not initialised: the decoder writes every pixel
+    img = Image.new("RGB", size, None)  # zeroed by Pillow; the decoder writes every pixel
     try:
         img.frombytes(data, "jpeg", "RGB", "")
     except (ValueError, OSError):
