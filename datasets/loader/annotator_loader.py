@@ -338,6 +338,12 @@ _capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 _BUCKET = 1 << 18  # ctypes caches one array type per length: round lengths up to few buckets
 
 
+def _bytes_at(address: int, n: int) -> ctypes.Array:
+    """A ctypes byte array over ``n`` (rounded up to ``_BUCKET``) bytes of memory at ``address``;
+    whoever owns that memory must outlive it, and only the first ``n`` bytes may be touched."""
+    return (ctypes.c_uint8 * (-(-n // _BUCKET) * _BUCKET)).from_address(address)
+
+
 def _pixels_zero_copy(img: Image.Image) -> torch.Tensor | None:
     """The decoded pixels as a flat uint8 RGBX tensor over Pillow's own memory, without a copy.
 
@@ -374,7 +380,7 @@ def _capsule_pixels(capsule: Any, size: tuple[int, int]) -> torch.Tensor | None:
     n = child.length
     if n != w * h * 4 or child.n_buffers < 2 or not child.buffers[1]:
         return None
-    buffer = (ctypes.c_uint8 * (-(-n // _BUCKET) * _BUCKET)).from_address(child.buffers[1])
+    buffer = _bytes_at(child.buffers[1], n)
     buffer._keep = capsule  # keeps Pillow's memory alive while the tensor lives
     return torch.frombuffer(buffer, dtype=torch.uint8, count=n)
 
@@ -384,9 +390,9 @@ def _jpeg_to_tensor(data: bytes | memoryview, size: tuple[int, int]) -> torch.Te
     tensor, returned as a ``uint8`` C x H x W view of its RGBX rows (Pillow's layout for RGB).
 
     The tensor comes from ``torch.empty``: the decoder writes every byte of it, so it is not
-    zeroed first, as Pillow zeroes a new image (that pass over memory the previous image has
-    pushed out of the cache costs about a twentieth of the decode). None when this Pillow lacks
-    the pieces or the decoder refuses; the caller takes the longer way.
+    zeroed first, as Pillow zeroes a new image (measured side by side, zeroing first made the
+    decode 3.5 to 4.3% slower). None when this Pillow lacks the pieces or the decoder refuses;
+    the caller takes the longer way.
     """
     if _jpeg_size(data) != size:
         return None
@@ -401,8 +407,7 @@ def _writable(tensor: torch.Tensor) -> memoryview:
     """A writable buffer over a contiguous CPU tensor's bytes (tensors have no buffer protocol);
     the tensor must outlive it."""
     n = tensor.numel() * tensor.element_size()
-    array = (ctypes.c_uint8 * (-(-n // _BUCKET) * _BUCKET)).from_address(tensor.data_ptr())
-    return memoryview(array)[:n]
+    return memoryview(_bytes_at(tensor.data_ptr(), n))[:n]
 
 
 _pil_core = Image.core
