@@ -391,8 +391,8 @@ def _jpeg_to_tensor(data: bytes | memoryview, size: tuple[int, int]) -> torch.Te
 
     The tensor comes from ``torch.empty``: the decoder writes every byte of it, so it is not
     zeroed first, as Pillow zeroes a new image (measured side by side, zeroing first made the
-    decode 3.5 to 4.3% slower). None when this Pillow lacks the pieces or the decoder refuses;
-    the caller takes the longer way.
+    decode 3.5 to 4.3% slower). None when the frame header gives another size or the decoder
+    refuses (a CMYK or truncated JPEG, say); the caller takes the longer way.
     """
     if _jpeg_size(data) != size:
         return None
