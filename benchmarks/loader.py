@@ -314,8 +314,9 @@ def main() -> None:
         spread = {k: [round(min(v), 3), round(max(v), 3)] for k, v in ratio_runs.items()}
         mp = data["megapixels"] / n
         json_parser = "msgspec" if annotator_loader._fast_json is not None else "the json module"
+        jpeg_decoder = "simplejpeg" if annotator_loader._turbo is not None else "Pillow"
         print(f"Loader benchmark: {n} JPEGs (q90, mean {mp:.2f} MP), {args.shards} shards, batch {args.batch}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__}, targets parsed by {json_parser}; data built in {build_s:.1f}s; "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__}, targets parsed by {json_parser}, JPEGs decoded by {jpeg_decoder}; data built in {build_s:.1f}s; "
               f"load average {os.getloadavg()[0]:.1f}")
         print()
         print(f"{'pipeline':32} {'images/s':>10} {'x Pillow 1-core':>16} {'by CPU time':>12} {'processes':>14}")
@@ -357,7 +358,7 @@ def main() -> None:
                           "ratios_by_hash_seed": {k: [round(r, 3) for r in v] for k, v in ratio_runs.items()},
                           "seconds_by_hash_seed": {k: {"baseline": [round(b, 3) for b in bases[k]],
                                                        "pipeline": [round(t, 3) for t in times[k]]} for k in pipelines},
-                          "workers2_share_of_2procs": share, "json_parser": json_parser.removeprefix("the "),
+                          "workers2_share_of_2procs": share, "json_parser": json_parser.removeprefix("the "), "jpeg_decoder": jpeg_decoder,
                           "goals": goals}))
     finally:
         shutil.rmtree(work, ignore_errors=True)

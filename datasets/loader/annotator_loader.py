@@ -2,7 +2,9 @@
 
 Needs only the standard library, torch and Pillow. torchvision is never required; when it is
 installed, :func:`to_tv_tensors` hands a sample to ``torchvision.transforms.v2``. When msgspec is
-installed, the samples' JSON and COCO files are parsed with it (the same values, faster).
+installed, the samples' JSON and COCO files are parsed with it (the same values, faster). When
+simplejpeg is installed, JPEGs are decoded with it straight into the output tensor (the same
+pixels as Pillow's, faster).
 
 Two datasets read an export:
 
@@ -484,14 +486,45 @@ def _image_member(sample: dict[str, Any]) -> tuple[bytes, str]:
     raise KeyError(f"sample {sample['__key__']} has no image member")
 
 
+try:  # optional: simplejpeg (libjpeg-turbo's TurboJPEG API) writes a JPEG's rows straight into
+    # the output, where Pillow's decoder writes each row to a buffer of its own and copies it
+    import simplejpeg as _turbo
+except ImportError:  # pragma: no cover - the loader needs nothing beyond torch and Pillow
+    _turbo = None
+
+# What libjpeg-turbo turns into Pillow's pixels. It also converts CMYK and YCCK JPEGs to RGB, but
+# by another formula than Pillow's: those go to Pillow.
+_TURBO_COLORSPACES = frozenset({"YCbCr", "RGB", "Gray"})
+
+
+def _turbo_decode_into(data: bytes | memoryview, region: memoryview, size: tuple[int, int]) -> bool:
+    """Decode a JPEG with simplejpeg into ``region`` as RGBX rows; False when simplejpeg is
+    absent or refuses. Its default decode (accurate DCT, smooth chroma upsampling) is libjpeg's
+    default, which Pillow uses too: the same pixels. It runs strict, so a warning that Pillow would
+    let pass (a truncated file, corrupt data) refuses, and Pillow's decoder gives Pillow's answer."""
+    if _turbo is None:
+        return False
+    try:
+        height, width, colorspace, _ = _turbo.decode_jpeg_header(data)
+        if (width, height) != size or colorspace not in _TURBO_COLORSPACES:
+            return False
+        _turbo.decode_jpeg(data, "RGBX", buffer=region)  # the array it returns is a view of region
+    except ValueError:
+        return False
+    return True
+
+
 def _decode_jpeg_into(data: bytes | memoryview, buffer: Any, *, offset: int, size: tuple[int, int]) -> bool:
     """Decode a JPEG of known ``size`` (width, height) straight into ``buffer`` at ``offset``, as
     RGBX rows (Pillow's own layout for RGB): libjpeg writes the pixels where they will travel
-    from. False when the decoder refuses (a CMYK JPEG, say); the caller decodes another way."""
+    from, through simplejpeg when it is installed, else through Pillow's decoder. False when the
+    decoders refuse (a CMYK JPEG, say); the caller decodes another way."""
     w, h = size
     region = memoryview(buffer)[offset: offset + 4 * w * h]
     image = decoder = None
     try:
+        if _turbo_decode_into(data, region, size):
+            return True
         try:  # Pillow's image core mapped over the region, and its JPEG decoder, bare
             image = _pil_core.map_buffer(region, size, "raw", 0, ("RGBX", 0, 1))
             decoder = _pil_core.jpeg_decoder("RGBX", "RGB", "")

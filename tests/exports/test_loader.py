@@ -388,8 +388,21 @@ def test_raw_samples_are_bytes(export_dir):
     assert isinstance(sample["image"], bytes) and sample["image"][:2] == b"\xff\xd8"
 
 
+@pytest.fixture(params=["simplejpeg", "Pillow"])
+def jpeg_decoder(request, monkeypatch):
+    """The loader's direct JPEG path with simplejpeg (in requirements.txt), then without it, as a
+    researcher with only torch and Pillow runs it."""
+    from datasets.loader import annotator_loader as L
+
+    if request.param == "simplejpeg":
+        assert L._turbo is not None, "simplejpeg is in requirements.txt: the loader should find it"
+    else:
+        monkeypatch.setattr(L, "_turbo", None)
+    return request.param
+
+
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
-def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation):
+def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation, jpeg_decoder):
     from PIL import Image, ImageOps
 
     from datasets.loader.annotator_loader import decode_image
@@ -413,7 +426,7 @@ def test_the_direct_jpeg_path_gives_the_pixels_pillow_gives(orientation):
     assert decode_image(data, "pil", orientation, ext="jpg", size=(width + 1, height)).size == (width, height)
 
 
-def test_the_direct_jpeg_path_writes_every_pixel_or_refuses():
+def test_the_direct_jpeg_path_writes_every_pixel_or_refuses(jpeg_decoder):
     """The direct path decodes into memory it does not zero first: memory a previous image left
     full of one value must come back holding the JPEG's pixels, and a truncated JPEG must fail
     as Pillow fails, never come back as whatever the memory held."""
@@ -433,6 +446,44 @@ def test_the_direct_jpeg_path_writes_every_pixel_or_refuses():
         assert torch.equal(decode_image(data, "tensor", 1, ext="jpg", size=(96, 64)), expected)
     with pytest.raises(OSError, match="truncated"):
         decode_image(data[: len(data) // 2], "tensor", 1, ext="jpg", size=(96, 64))
+
+
+@pytest.mark.parametrize("kind", ["4:2:0", "4:2:2", "4:4:4", "progressive", "grayscale", "cmyk", "adobe rgb"])
+def test_every_jpeg_kind_gives_pillows_pixels_through_the_loader(kind, jpeg_decoder, tmp_path):
+    """Whichever decoder the loader takes, a sample's tensor holds exactly the pixels Pillow's
+    ``Image.open(...).convert("RGB")`` gives, in the main process and through a DataLoader worker's
+    shared batch; libjpeg-turbo would convert CMYK by another formula, so those go to Pillow."""
+    from PIL import Image
+
+    from datasets.exports.tarwriter import TarWriter
+
+    img = Image.effect_noise((77, 45), 60).convert("RGB")
+    buf = io.BytesIO()
+    if kind == "grayscale":
+        img.convert("L").save(buf, "JPEG", quality=90)
+    elif kind == "cmyk":
+        img.convert("CMYK").save(buf, "JPEG", quality=90)
+    elif kind == "adobe rgb":  # stored as RGB, not YCbCr (an Adobe marker says so)
+        img.save(buf, "JPEG", quality=90, keep_rgb=True)
+    else:
+        options = {"progressive": {"progressive": True}, "4:2:0": {"subsampling": 2}, "4:2:2": {"subsampling": 1},
+                   "4:4:4": {"subsampling": 0}}[kind]
+        img.save(buf, "JPEG", quality=90, **options)
+    data = buf.getvalue()
+    expected = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    meta = json.dumps({"image_id": 1, "width": 77, "height": 45, "instances": []}).encode()
+    with open(tmp_path / "s.tar", "wb") as f:
+        writer = TarWriter(f)
+        for i in range(4):
+            writer.add_bytes(f"{i:04d}.jpg", data)
+            writer.add_bytes(f"{i:04d}.json", meta)
+        writer.close()
+    one = next(iter(ShardDataset([tmp_path / "s.tar"], shuffle=False)))
+    assert torch.equal(one["image"], expected)
+    batches = list(DataLoader(ShardDataset([tmp_path / "s.tar"], shuffle=False, batch_size=2), batch_size=None,
+                              num_workers=1))
+    images = [image for batch in batches for image in batch["image"]]
+    assert len(images) == 4 and all(torch.equal(image, expected) for image in images)
 
 
 def test_zero_copy_pixels_outlive_the_pil_image_and_cross_processes():
