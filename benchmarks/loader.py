@@ -327,14 +327,16 @@ def main() -> None:
             print(f"{k:32} {v:10.0f} {ratios[k]:16.3f} {by_cpu} {low_high:>14}")
         print(f"(ratios: medians over {args.repeats} processes of each process's own ratio; 'processes' is "
               "their lowest and highest)")
-        # A wide spread of ratios can come from either side: say which one moved, so that a median
+        # A wide spread of ratios can come from either side: give each side's span, so that a median
         # drawn from the baseline's slow processes is not read as the pipeline's speed.
         for k in pipelines:
             low, high = spread[k]
             if k != "pillow_decode_2procs" and high > 1.2 * low:
+                spans = {side: round(100 * (max(v) / min(v) - 1)) for side, v in (("baseline", bases[k]), ("pipeline", times[k]))}
                 print(f"caution {k}: ratios {low:.3f}-{high:.3f} across processes; there the baseline took "
-                      f"{min(bases[k]):.3f}-{max(bases[k]):.3f} s and {k} {min(times[k]):.3f}-{max(times[k]):.3f} s "
-                      "an epoch, so the median is a draw between memory layouts, not a steady figure")
+                      f"{min(bases[k]):.3f}-{max(bases[k]):.3f} s (a span of {spans['baseline']}%) and {k} "
+                      f"{min(times[k]):.3f}-{max(times[k]):.3f} s ({spans['pipeline']}%) an epoch, so the median is a "
+                      "draw between memory layouts, not a steady figure")
         print()
         checks = {
             "shards_workers0 >= 0.95": (("shards_workers0",), lambda: ratios["shards_workers0"] >= 0.95),
