@@ -7,6 +7,9 @@ import os
 import tempfile
 
 os.environ.setdefault("ANNOTATOR_VAR_DIR", tempfile.mkdtemp(prefix="annotator-test-"))
+# collectstatic never runs for tests (the live server serves the apps' static folders); an empty
+# STATIC_ROOT keeps WhiteNoise from warning that it is missing whenever a request handler is built.
+os.makedirs(os.path.join(os.environ["ANNOTATOR_VAR_DIR"], "static"), exist_ok=True)
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz")
 os.environ.setdefault("DEBUG", "false")
 # The live test server speaks plain HTTP on loopback.
