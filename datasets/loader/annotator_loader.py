@@ -1575,9 +1575,17 @@ def collate(batch: list[Any]) -> Any:
 
 
 def _stack(images: list[Any]):
-    if images and all(isinstance(i, torch.Tensor) for i in images) and len({tuple(i.shape) for i in images}) == 1:
-        return torch.stack(images)
-    return images
+    """Images of one shape as one stacked tensor, else a list. In a DataLoader worker the stacked
+    tensor is made in shared memory and a list is a :class:`PackedImages`, so that the batch's
+    pixels cross to the training process in one piece rather than one segment an image."""
+    if not images or not all(isinstance(i, torch.Tensor) for i in images):
+        return images
+    if len({(tuple(i.shape), i.dtype) for i in images}) == 1:
+        if get_worker_info() is None:
+            return torch.stack(images)
+        out = _shared_empty(len(images) * images[0].numel(), images[0].dtype)
+        return torch.stack(images, out=out.view(len(images), *images[0].shape))
+    return PackedImages(images) if get_worker_info() is not None else images
 
 
 def to_detection_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -177,6 +177,34 @@ def test_coco_dataset_gives_the_same_samples_as_the_shards(export_dir, tmp_path)
     assert len(targets_b) == 4 and len({len(t["instances"]) for t in targets_b}) >= 1
 
 
+def test_coco_batches_cross_from_workers_whole_and_intact(tmp_path):
+    """CocoDataset through two DataLoader workers with :func:`collate` gives the batches one
+    process gives: same-size images stacked, mixed sizes as a list, each batch's pixels in one
+    shared piece (not one segment an image), still valid after the loader is gone."""
+    from PIL import Image
+
+    sizes = [(40, 30), (40, 30), (52, 36), (40, 30), (33, 47), (52, 36), (61, 20)]
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "c", "supercategory": ""}]}
+    for i, (w, h) in enumerate(sizes, start=1):
+        Image.effect_noise((w, h), 50 + i).convert("RGB").save(tmp_path / f"{i}.jpg", quality=90)
+        coco["images"].append({"id": i, "file_name": f"{i}.jpg", "width": w, "height": h})
+        coco["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25,
+                                    "iscrowd": 0, "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]})
+    (tmp_path / "coco.json").write_text(json.dumps(coco))
+    dataset = CocoDataset(tmp_path, tmp_path / "coco.json")
+    one = list(DataLoader(dataset, batch_size=2, collate_fn=collate, num_workers=0))
+    two = list(DataLoader(dataset, batch_size=2, collate_fn=collate, num_workers=2))
+    assert len(one) == len(two) == 4
+    assert isinstance(two[0][0], torch.Tensor) and two[0][0].shape == (2, 3, 30, 40)  # the same size: stacked
+    for (images_1, targets_1), (images_2, targets_2) in zip(one, two):
+        assert targets_1 == targets_2
+        assert type(images_1) is torch.Tensor or isinstance(images_2, list)
+        assert len(images_1) == len(images_2) and all(torch.equal(a, b) for a, b in zip(images_1, images_2))
+        if isinstance(images_2, list) and len(images_2) > 1:
+            assert len({image.untyped_storage().data_ptr() for image in images_2}) == 1  # one shared piece
+    assert [t["image_id"] for _, targets in two for t in targets] == list(range(1, 8))
+
+
 def _target():
     square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
     rle_parts = [[40, 5, 55, 5, 55, 20, 40, 20]]
