@@ -815,6 +815,51 @@ class _SlotImages(list):
         return (_slot_images, (self.slot.path, self.slot.capacity, self.layout, self.retired))
 
 
+def _fill_slot(slot: _Slot, plan: list) -> tuple[list, list[torch.Tensor]]:
+    """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied."""
+    layout: list[tuple[tuple[int, ...], str]] = []
+    images: list[torch.Tensor] = []
+    pixels = slot.pixels
+    base = pixels.storage_offset()
+    offset = 0
+    for data, image, shape in plan:
+        n = math.prod(shape)
+        if data is not None and _decode_jpeg_into(data, slot.map, offset=_SLOT_HEADER + offset,
+                                                  size=(shape[1], shape[0])):
+            # The C x H x W view of the RGBX rows just written, in one step.
+            h, w = shape[0], shape[1]
+            layout.append((shape, "rgbx"))
+            images.append(pixels.as_strided((3, h, w), (1, 4 * w, 4), base + offset))
+            offset += n
+            continue
+        dst = pixels[offset: offset + n].view(shape)
+        kind = "plain"
+        if data is not None:
+            kind = "rgbx"
+            dst[:, :, :3].copy_(decode_image(data, "tensor").permute(1, 2, 0))
+        else:
+            src, kind = _packing_view(image)
+            dst.copy_(src)
+        layout.append((shape, kind))
+        images.append(_unpack_images(dst.reshape(-1), [(shape, kind)])[0])
+        offset += n
+    return layout, images
+
+
+def _images_in_slot(ring: _SharedRing, plan: list) -> _SlotImages | None:
+    """A batch's images written into a free slot of ``ring`` (see :func:`_fill_slot` for
+    ``plan``), to cross as the slot's name and layout; None when no slot can be had."""
+    slot = ring.acquire(nbytes=sum(math.prod(shape) for _, _, shape in plan))
+    if slot is None:
+        return None
+    try:
+        layout, images = _fill_slot(slot, plan)
+    except BaseException:
+        slot.map[0] = 0  # nothing was sent: the slot is free again
+        raise
+    return _SlotImages(images, slot, layout, ring.take_retired())
+
+
 class Sample:
     """A sample or batch as a read-only mapping: ``s["image"]``, ``s["target"]``, ``s["__key__"]``.
 
@@ -1174,48 +1219,8 @@ class ShardDataset(IterableDataset):
                 view, _ = _packing_view(image)
                 plan.append((None, image, tuple(view.shape)))
             targets.append(target)
-        nbytes = sum(math.prod(shape) for _, _, shape in plan)
-        slot = ring.acquire(nbytes=nbytes)
-        if slot is None:
-            return None
-        try:
-            layout, images = self._fill_slot(slot, plan)
-        except BaseException:
-            slot.map[0] = 0  # nothing was sent: the slot is free again
-            raise
-        return _SlotImages(images, slot, layout, ring.take_retired()), targets
-
-    @staticmethod
-    def _fill_slot(slot: _Slot, plan: list) -> tuple[list, list[torch.Tensor]]:
-        """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied."""
-        layout: list[tuple[tuple[int, ...], str]] = []
-        images: list[torch.Tensor] = []
-        pixels = slot.pixels
-        base = pixels.storage_offset()
-        offset = 0
-        for data, image, shape in plan:
-            n = math.prod(shape)
-            if data is not None and _decode_jpeg_into(data, slot.map, offset=_SLOT_HEADER + offset,
-                                                      size=(shape[1], shape[0])):
-                # The C x H x W view of the RGBX rows just written, in one step.
-                h, w = shape[0], shape[1]
-                layout.append((shape, "rgbx"))
-                images.append(pixels.as_strided((3, h, w), (1, 4 * w, 4), base + offset))
-                offset += n
-                continue
-            dst = pixels[offset: offset + n].view(shape)
-            kind = "plain"
-            if data is not None:
-                kind = "rgbx"
-                dst[:, :, :3].copy_(decode_image(data, "tensor").permute(1, 2, 0))
-            else:
-                src, kind = _packing_view(image)
-                dst.copy_(src)
-            layout.append((shape, kind))
-            images.append(_unpack_images(dst.reshape(-1), [(shape, kind)])[0])
-            offset += n
-        return layout, images
-
+        images = _images_in_slot(ring, plan)
+        return None if images is None else (images, targets)
 
 # --------------------------------------------------------------------------------------------
 # CocoDataset
@@ -1575,17 +1580,29 @@ def collate(batch: list[Any]) -> Any:
 
 
 def _stack(images: list[Any]):
-    """Images of one shape as one stacked tensor, else a list. In a DataLoader worker the stacked
-    tensor is made in shared memory and a list is a :class:`PackedImages`, so that the batch's
-    pixels cross to the training process in one piece rather than one segment an image."""
+    """Images of one shape as one stacked tensor, else a list.
+
+    In a DataLoader worker the pixels cross to the training process in one piece rather than one
+    shared segment an image: a stacked tensor is made in shared memory, and a list of ``uint8``
+    images is copied into a slot of the worker's ring of reused shared buffers (as
+    :class:`ShardDataset`'s batches are), or, when no slot is free, into one fresh shared piece
+    (:class:`PackedImages`)."""
     if not images or not all(isinstance(i, torch.Tensor) for i in images):
         return images
+    in_worker = get_worker_info() is not None
     if len({(tuple(i.shape), i.dtype) for i in images}) == 1:
-        if get_worker_info() is None:
+        if not in_worker:
             return torch.stack(images)
         out = _shared_empty(len(images) * images[0].numel(), images[0].dtype)
         return torch.stack(images, out=out.view(len(images), *images[0].shape))
-    return PackedImages(images) if get_worker_info() is not None else images
+    if not in_worker:
+        return images
+    ring = _worker_ring()
+    if ring is not None and all(i.dtype == torch.uint8 for i in images):
+        in_slot = _images_in_slot(ring, [(None, i, tuple(_packing_view(i)[0].shape)) for i in images])
+        if in_slot is not None:
+            return in_slot
+    return PackedImages(images)
 
 
 def to_detection_target(target: dict[str, Any]) -> dict[str, torch.Tensor]:

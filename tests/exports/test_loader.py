@@ -177,11 +177,16 @@ def test_coco_dataset_gives_the_same_samples_as_the_shards(export_dir, tmp_path)
     assert len(targets_b) == 4 and len({len(t["instances"]) for t in targets_b}) >= 1
 
 
-def test_coco_batches_cross_from_workers_whole_and_intact(tmp_path):
+@pytest.mark.parametrize("ring", ["ring", "no ring"])
+def test_coco_batches_cross_from_workers_whole_and_intact(ring, tmp_path, monkeypatch):
     """CocoDataset through two DataLoader workers with :func:`collate` gives the batches one
     process gives: same-size images stacked, mixed sizes as a list, each batch's pixels in one
-    shared piece (not one segment an image), still valid after the loader is gone."""
+    shared piece (a slot of the worker's ring, or without it one fresh segment; never one segment
+    an image), still valid after the loader and its workers are gone."""
     from PIL import Image
+
+    if ring == "no ring":
+        monkeypatch.setenv("ANNOTATOR_LOADER_RING", "0")
 
     sizes = [(40, 30), (40, 30), (52, 36), (40, 30), (33, 47), (52, 36), (61, 20)]
     coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "c", "supercategory": ""}]}
