@@ -816,7 +816,9 @@ class _SlotImages(list):
 
 
 def _fill_slot(slot: _Slot, plan: list) -> tuple[list, list[torch.Tensor]]:
-    """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied."""
+    """Write a batch's pixels into ``slot``: JPEGs decoded in place, tensors copied. ``plan`` has
+    one ``(jpeg, tensor, shape)`` per image: the JPEG's bytes (its shape ``(h, w, 4)``, RGBX) or
+    None and a ``uint8`` tensor (its shape that of :func:`_packing_view`)."""
     layout: list[tuple[tuple[int, ...], str]] = []
     images: list[torch.Tensor] = []
     pixels = slot.pixels
