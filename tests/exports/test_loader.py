@@ -481,6 +481,30 @@ def test_the_direct_jpeg_path_writes_every_pixel_or_refuses(jpeg_decoder):
         decode_image(data[: len(data) // 2], "tensor", 1, ext="jpg", size=(96, 64))
 
 
+def test_a_jpeg_with_corrupt_data_gives_pillows_pixels(jpeg_decoder):
+    """A stray restart marker in the entropy-coded data: libjpeg warns and Pillow still decodes
+    it (damaged). simplejpeg, strict, refuses it, so the loader gives Pillow's pixels, not an
+    error of its own and not half-written memory."""
+    from PIL import Image
+
+    from datasets.loader import annotator_loader as L
+    from datasets.loader.annotator_loader import decode_image
+
+    rng = random.Random(7)
+    img = Image.frombytes("RGB", (96, 64), bytes(rng.randrange(256) for _ in range(96 * 64 * 3)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    at = len(data) * 2 // 3
+    data[at:at + 4] = b"\xff\xd3\x00\x11"
+    data = bytes(data)
+    if jpeg_decoder == "simplejpeg":
+        with pytest.raises(ValueError, match="Corrupt JPEG data"):
+            L._turbo.decode_jpeg(data, "RGBX")
+    expected = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(decode_image(data, "tensor", 1, ext="jpg", size=(96, 64)), expected)
+
+
 @pytest.mark.parametrize("kind", ["4:2:0", "4:2:2", "4:4:4", "progressive", "grayscale", "cmyk", "adobe rgb"])
 def test_every_jpeg_kind_gives_pillows_pixels_through_the_loader(kind, jpeg_decoder, tmp_path):
     """Whichever decoder the loader takes, a sample's tensor holds exactly the pixels Pillow's
