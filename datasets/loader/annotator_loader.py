@@ -1224,6 +1224,7 @@ class ShardDataset(IterableDataset):
         images = _images_in_slot(ring, plan)
         return None if images is None else (images, targets)
 
+
 # --------------------------------------------------------------------------------------------
 # CocoDataset
 # --------------------------------------------------------------------------------------------
