@@ -203,7 +203,7 @@ def test_coco_batches_cross_from_workers_whole_and_intact(ring, tmp_path, monkey
     assert isinstance(two[0][0], torch.Tensor) and two[0][0].shape == (2, 3, 30, 40)  # the same size: stacked
     for (images_1, targets_1), (images_2, targets_2) in zip(one, two):
         assert targets_1 == targets_2
-        assert type(images_1) is torch.Tensor or isinstance(images_2, list)
+        assert isinstance(images_1, torch.Tensor) == isinstance(images_2, torch.Tensor)  # stacked both ways, or neither
         assert len(images_1) == len(images_2) and all(torch.equal(a, b) for a, b in zip(images_1, images_2))
         if isinstance(images_2, list) and len(images_2) > 1:
             assert len({image.untyped_storage().data_ptr() for image in images_2}) == 1  # one shared piece
